@@ -1,0 +1,27 @@
+# numconv's commands. Everything runs inside the virtual environment .venv,
+# which `make install` builds (and every other target builds when missing).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo perf clean
+
+install: $(STAMP)
+
+# PyTorch is the tests' outside oracle and the benchmarks' peer, never a
+# runtime dependency. The pinned release is the CPU build.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,perf]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) .hypothesis .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
