@@ -6,7 +6,8 @@ An algorithm family provides three kernels with one calling convention:
 - ``grad_input(grad_output, weight, groups, stride, dilation, out)``
 - ``grad_weight(xp, grad_output, groups, stride, dilation, out)``
 
-with the shapes documented in ``numconv._kernels.direct``. ``choose`` picks the
+with the shapes documented in ``numconv._kernels.direct``, and a predicate
+``supports(spec, op)`` saying which specs it can run. ``choose`` picks the
 family for a spec and an operation; ``force`` overrides the choice, so tests can
 run every family on every spec it supports.
 
@@ -44,6 +45,8 @@ def choose(spec, op):
     """Name of the family that runs ``op`` ("forward", "grad_input", "grad_weight")."""
     forced = getattr(_forced, "name", None)
     if forced is not None:
+        if not FAMILIES[forced].supports(spec, op):
+            raise NotImplementedError(f"algorithm {forced!r} cannot run {op} for {spec}")
         return forced
     return "direct"
 

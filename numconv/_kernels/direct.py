@@ -16,6 +16,11 @@ from numconv._config import JIT_OPTIONS
 from numconv._kernels.common import strided_dot
 
 
+def supports(spec, op):
+    """The direct kernels handle every valid ConvSpec and every operation."""
+    return True
+
+
 @njit(**JIT_OPTIONS)
 def forward(xp, weight, bias, groups, stride, dilation, out):
     """out[n, co, t] = bias[co] + sum_{ci, k} weight[co, ci, k] * xp[n, c(ci), t*s + k*d].
