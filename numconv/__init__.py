@@ -14,10 +14,12 @@ from numconv._api import (
     conv1d_grad_weight,
     conv_transpose1d,
 )
+from numconv.layers import Conv1d
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Conv1d",
     "Conv1dGrads",
     "conv1d",
     "conv1d_backward",
