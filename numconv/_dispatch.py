@@ -21,9 +21,9 @@ import threading
 import numpy as np
 
 from numconv._config import kernel_guard
-from numconv._kernels import common, direct
+from numconv._kernels import common, direct, gemm
 
-FAMILIES = {"direct": direct}
+FAMILIES = {"direct": direct, "gemm": gemm}
 
 _forced = threading.local()
 

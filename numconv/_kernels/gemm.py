@@ -1,0 +1,294 @@
+"""BLAS-backed kernels: a convolution as K shifted matrix products, no im2col.
+
+For one sample n, group g and tap k, the forward pass adds
+
+    y[n, co, t] += sum_ci W[co, ci, k] * xp[n, ci, t + k*d]      (stride 1)
+
+that is, Y (C_out/g x L_out) += W_k (C_out/g x C_in/g) @ X_k, where X_k is the
+window ``xp[n, channels of g, k*d : k*d + L_out]``. In BLAS's column-major terms
+that window of the C-contiguous (C_in, L_padded) slab is an (L_out x C_in/g)
+matrix with leading dimension L_padded, so BLAS reads it where it lies: no copy
+of the input is ever made. The input gradient runs the same products transposed
+(gX_k += W_k^T @ G), and the weight gradient reduces G @ X_k^T over the batch.
+
+Each kernel is a parallel loop over blocks of work; every iteration makes its
+own single-threaded BLAS calls (see ``numconv._blas``). The weights are first
+re-laid out as ``wt[k, co, ci] = weight[co, ci, k]`` (K, C_out, C_in/groups) so
+that each tap's matrix has unit stride.
+
+Only stride 1 runs here; a strided convolution is first rewritten as a
+stride-1 one (polyphase) or goes to another family.
+
+Weight gradient determinism: the batch, cut into (n, time-block) units, is split
+into a number of chunks that depends on the shape only, never on the thread
+count. Each chunk sums its units in order into its own buffer, and the buffers
+are added in chunk order, so the result is bitwise the same for any number of
+threads.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from numconv import _blas
+from numconv._blas import NO_TRANS, TRANS, gemm
+from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
+
+# BLAS takes 32-bit integers; every dimension and leading dimension a kernel
+# passes must stay below this.
+INT32_MAX = 2**31 - 1
+
+# Time positions per block of work. Long enough that each matrix product has
+# rows enough to run near peak, short enough that the output block of one
+# sample (positions x channels) stays in the core's L2 cache across the K taps
+# and that small batches still give every thread blocks of work.
+MIN_BLOCK = 128
+MAX_BLOCK = 1024
+L2_ELEMENTS = 256 * 1024 // 4
+
+# The weight gradient sums at most this many partial buffers (a fixed split of
+# the batch, see the module docstring), and never more than fit in the
+# forward output's size.
+MAX_CHUNKS = 8
+
+# Work items the parallel loops aim for, whatever the thread count: enough to
+# balance 1, 2, 4 or 8 threads.
+TARGET_ITEMS = 16
+
+
+def supports(spec, op):
+    """Stride 1 only, with every BLAS dimension within 32-bit integers."""
+    if spec.stride != 1:
+        return False
+    largest = max(
+        spec.L_padded,
+        spec.C_in * spec.L_padded,
+        spec.C_out * spec.L_out,
+        spec.C_out * spec.C_in_per_group,
+    )
+    return largest <= INT32_MAX
+
+
+def time_block(N, L, channels):
+    """Block length over positions for a loop over (sample, block) items.
+
+    Depends only on the shape, so the work split (and the weight gradient's
+    summation order) never depends on the thread count.
+    """
+    block = max(MIN_BLOCK, min(MAX_BLOCK, L2_ELEMENTS // max(channels, 1)))
+    if N > 0:
+        # Small batches: cut the signal finer so every thread gets work.
+        per_sample = -(-TARGET_ITEMS // N)
+        block = min(block, max(MIN_BLOCK, -(-L // per_sample)))
+    return max(1, min(block, L))
+
+
+@njit(**SERIAL_JIT_OPTIONS)
+def tap_major(weight):
+    """wt[k, co, ci] = weight[co, ci, k]: (C_out, C_in/g, K) -> (K, C_out, C_in/g)."""
+    C_out, C_in_g, K = weight.shape
+    wt = np.empty((K, C_out, C_in_g), dtype=weight.dtype)
+    for co in range(C_out):
+        for ci in range(C_in_g):
+            for k in range(K):
+                wt[k, co, ci] = weight[co, ci, k]
+    return wt
+
+
+@njit(**JIT_OPTIONS)
+def forward_kernel(xp, wt, bias, groups, dilation, block, out):
+    """out[n, co, t] = bias[co] + sum_{ci, k} wt[k, co, ci] * xp[n, c(ci), t + k*d].
+
+    xp : (N, C_in, L_padded); wt : (K, C_out, C_in/groups) (see ``tap_major``);
+    bias : (C_out,); out : (N, C_out, L_out), fully overwritten; block : positions
+    per work item (>= 1). Stride 1: requires L_out + (K - 1) * dilation <= L_padded.
+    Call inside ``numconv._blas.single_threaded()``.
+    """
+    N, C_out, L_out = out.shape
+    K, _, C_in_g = wt.shape
+    C_in, L_padded = xp.shape[1], xp.shape[2]
+    C_out_g = C_out // groups
+    blocks = (L_out + block - 1) // block
+    one = out.dtype.type(1)
+    for item in prange(N * blocks):
+        n = item // blocks
+        t0 = (item - n * blocks) * block
+        m = min(block, L_out - t0)
+
+        for co in range(C_out):
+            out[n, co, t0 : t0 + m] = bias[co]
+
+        for g in range(groups):
+            x_at = (n * C_in + g * C_in_g) * L_padded + t0
+            y_at = (n * C_out + g * C_out_g) * L_out + t0
+            for k in range(K):
+                # Y^T (m x C_out/g) += X_k^T (m x C_in/g) @ W_k^T (C_in/g x C_out/g)
+                gemm(NO_TRANS, NO_TRANS, m, C_out_g, C_in_g,
+                     one, xp, x_at + k * dilation, L_padded,
+                     wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
+                     one, out, y_at, L_out)
+
+
+@njit(**JIT_OPTIONS)
+def grad_input_kernel(grad_output, wt, groups, dilation, block, out):
+    """out[n, c, t + k*d] += wt[k, co, ci] * grad_output[n, co, t] over co, k, t.
+
+    grad_output : (N, C_out, L_out); wt : (K, C_out, C_in/groups);
+    out : (N, C_in, L_padded), fully overwritten (positions no output reads get
+    0); block : padded positions per work item. Stride 1. Each item owns a block
+    of padded positions and gathers every tap's contribution to it, so items
+    never write the same element. Call inside ``_blas.single_threaded()``.
+    """
+    N, C_in, L_padded = out.shape
+    C_out, L_out = grad_output.shape[1], grad_output.shape[2]
+    K, _, C_in_g = wt.shape
+    C_out_g = C_out // groups
+    blocks = (L_padded + block - 1) // block
+    one = out.dtype.type(1)
+    for item in prange(N * blocks):
+        n = item // blocks
+        p0 = (item - n * blocks) * block
+        p1 = min(p0 + block, L_padded)
+
+        for c in range(C_in):
+            out[n, c, p0:p1] = 0
+
+        for g in range(groups):
+            g_at = (n * C_out + g * C_out_g) * L_out
+            x_at = (n * C_in + g * C_in_g) * L_padded
+            for k in range(K):
+                # Output positions t whose tap k lands in [p0, p1).
+                t0 = max(p0 - k * dilation, 0)
+                t1 = min(p1 - k * dilation, L_out)
+                if t1 <= t0:
+                    continue
+                # gX_k^T (m x C_in/g) += G^T (m x C_out/g) @ W_k (C_out/g x C_in/g)
+                gemm(NO_TRANS, TRANS, t1 - t0, C_in_g, C_out_g,
+                     one, grad_output, g_at + t0, L_out,
+                     wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
+                     one, out, x_at + t0 + k * dilation, L_padded)
+
+
+@njit(**JIT_OPTIONS)
+def grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial):
+    """partial[j, k, co, ci] = sum over chunk j's units of G @ X_k^T.
+
+    xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
+    partial : (chunks, K, C_out, C_in/groups), fully overwritten. The units are
+    (n, block of ``block`` output positions) in order; chunk j takes the j-th of
+    ``chunks`` near-equal runs of them and sums them in order, so ``partial``
+    does not depend on the thread count. Call inside ``_blas.single_threaded()``.
+    """
+    N, C_in, L_padded = xp.shape
+    C_out, L_out = grad_output.shape[1], grad_output.shape[2]
+    K, C_in_g = partial.shape[1], partial.shape[3]
+    C_out_g = C_out // groups
+    blocks = (L_out + block - 1) // block
+    units = N * blocks
+    one = partial.dtype.type(1)
+    for j in prange(chunks):
+        acc = partial[j]
+        acc[:] = 0
+        acc_at = j * K * C_out * C_in_g
+
+        for u in range(j * units // chunks, (j + 1) * units // chunks):
+            n = u // blocks
+            t0 = (u - n * blocks) * block
+            m = min(block, L_out - t0)
+            for g in range(groups):
+                g_at = (n * C_out + g * C_out_g) * L_out + t0
+                x_at = (n * C_in + g * C_in_g) * L_padded + t0
+                for k in range(K):
+                    # gW_k^T (C_in/g x C_out/g) += X_k (C_in/g x m) @ G^T (m x C_out/g)
+                    gemm(TRANS, NO_TRANS, C_in_g, C_out_g, m,
+                         one, xp, x_at + k * dilation, L_padded,
+                         grad_output, g_at, L_out,
+                         one, partial, acc_at + (k * C_out + g * C_out_g) * C_in_g,
+                         C_in_g)
+
+
+@njit(**JIT_OPTIONS)
+def merge_partials(partial, out):
+    """out[co, ci, k] = sum_j partial[j, k, co, ci], added in order of j.
+
+    partial : (chunks, K, C_out, C_in/groups); out : (C_out, C_in/groups, K).
+    """
+    chunks, K, C_out, C_in_g = partial.shape
+    for co in prange(C_out):
+        for ci in range(C_in_g):
+            for k in range(K):
+                total = partial[0, k, co, ci]
+                for j in range(1, chunks):
+                    total += partial[j, k, co, ci]
+                out[co, ci, k] = total
+
+
+def weight_block(N, L_out):
+    """Output positions per unit of the weight gradient's reduction.
+
+    Long blocks make long inner products (the reduction dimension of each matrix
+    product); small batches are cut finer so that there are enough units to
+    fill ``MAX_CHUNKS`` chunks. A function of the shape only.
+    """
+    if N == 0:
+        return max(1, L_out)
+    per_sample = -(-MAX_CHUNKS // N)
+    block = min(4 * MAX_BLOCK, max(MIN_BLOCK, -(-L_out // per_sample)))
+    return max(1, min(block, L_out))
+
+
+def weight_chunks(N, C_out, L_out, weight_size, block):
+    """How many partial sums the weight gradient keeps: a function of the shape only.
+
+    At most ``MAX_CHUNKS``, at most the number of (sample, block) units, and
+    small enough that the buffers take no more memory than the forward output.
+    Powers of two keep 1, 2, 4 or 8 threads evenly loaded.
+    """
+    units = N * (-(-L_out // block))
+    budget = max(1, (N * C_out * L_out) // max(weight_size, 1))
+    chunks = 1
+    while chunks * 2 <= min(MAX_CHUNKS, units, budget):
+        chunks *= 2
+    return chunks
+
+
+def forward(xp, weight, bias, groups, stride, dilation, out):
+    """Forward pass; the family's entry point (see ``numconv._dispatch``).
+
+    xp : (N, C_in, L_padded); weight : (C_out, C_in/groups, K); bias : (C_out,);
+    out : (N, C_out, L_out), fully overwritten. Stride must be 1.
+    """
+    N, C_out, L_out = out.shape
+    block = time_block(N, L_out, C_out // groups)
+    wt = tap_major(weight)
+    with _blas.single_threaded():
+        forward_kernel(xp, wt, bias, groups, dilation, block, out)
+
+
+def grad_input(grad_output, weight, groups, stride, dilation, out):
+    """Gradient w.r.t. the padded input; the family's entry point.
+
+    grad_output : (N, C_out, L_out); weight : (C_out, C_in/groups, K);
+    out : (N, C_in, L_padded), fully overwritten. Stride must be 1.
+    """
+    N, C_in, L_padded = out.shape
+    block = time_block(N, L_padded, C_in // groups)
+    wt = tap_major(weight)
+    with _blas.single_threaded():
+        grad_input_kernel(grad_output, wt, groups, dilation, block, out)
+
+
+def grad_weight(xp, grad_output, groups, stride, dilation, out):
+    """Weight gradient; the family's entry point.
+
+    xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
+    out : (C_out, C_in/groups, K), fully overwritten. Stride must be 1.
+    Bitwise identical for any number of threads.
+    """
+    C_out, C_in_g, K = out.shape
+    N, _, L_out = grad_output.shape
+    block = weight_block(N, L_out)
+    chunks = weight_chunks(N, C_out, L_out, out.size, block)
+    partial = np.empty((chunks, K, C_out, C_in_g), dtype=out.dtype)
+    with _blas.single_threaded():
+        grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial)
+    merge_partials(partial, out)
