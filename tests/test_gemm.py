@@ -1,0 +1,226 @@
+"""The BLAS-backed family: agreement with the direct kernels, determinism of the
+weight gradient across thread counts, the BLAS binding from a cached kernel in
+a fresh process, and the precision each dtype is computed in.
+
+The general adjoint properties run over this family too (test_properties.py);
+these tests use larger shapes, which cut the work into several blocks and the
+weight gradient into several chunks, as the real workloads do.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import numconv
+from numconv import _blas, _dispatch
+from numconv._kernels import gemm
+from tolerances import assert_close
+
+
+def _arrays(rng, N, C_in, C_out, L, K, groups, dtype):
+    x = rng.standard_normal((N, C_in, L)).astype(dtype)
+    w = rng.standard_normal((C_out, C_in // groups, K)).astype(dtype)
+    b = rng.standard_normal(C_out).astype(dtype)
+    return x, w, b
+
+
+def _all_results(x, w, b, kw, family):
+    """Forward, input gradient and weight gradient with one family forced."""
+    with _dispatch.force(family):
+        y = numconv.conv1d(x, w, b, **kw)
+        g = np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype)
+        gx = numconv.conv1d_grad_input(g, w, x.shape[-1], **kw)
+        gw = numconv.conv1d_grad_weight(x, g, w.shape[-1], **kw)
+    return y, g, gx, gw
+
+
+def _check_against_direct(x, w, b, kw):
+    y, g, gx, gw = _all_results(x, w, b, kw, "gemm")
+    y_d, _, gx_d, gw_d = _all_results(x, w, b, kw, "direct")
+
+    # Both families approximate the exact result; each is within the table's
+    # tolerance of it, so they are within twice that of each other.
+    ax, aw, ag = (np.abs(a).astype(np.float64) for a in (x, w, g))
+    scale_y = numconv.conv1d(ax, aw, np.abs(b).astype(np.float64), **kw)
+    scale_gx = numconv.conv1d_grad_input(ag, aw, x.shape[-1], **kw)
+    scale_gw = numconv.conv1d_grad_weight(ax, ag, w.shape[-1], **kw)
+    assert y.dtype == gx.dtype == gw.dtype == x.dtype
+    assert_close(y, y_d, 2 * scale_y, x.dtype, "forward")
+    assert_close(gx, gx_d, 2 * scale_gx, x.dtype, "grad_input")
+    assert_close(gw, gw_d, 2 * scale_gw, x.dtype, "grad_weight")
+
+
+# (N, C_in, C_out, L, K, padding, dilation, groups): batch of one with a long
+# signal (many position blocks), empty batch, groups with dilation, a kernel
+# longer than the padding, and "same" with an even kernel.
+SHAPES = [
+    (1, 5, 7, 900, 3, 1, 1, 1),
+    (0, 4, 6, 300, 3, 1, 1, 1),
+    (3, 6, 9, 400, 4, "causal", 3, 3),
+    (2, 8, 4, 260, 9, 2, 2, 2),
+    (5, 3, 5, 150, 6, "same", 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_agrees_with_direct_on_block_sized_shapes(shape, dtype):
+    N, C_in, C_out, L, K, padding, dilation, groups = shape
+    x, w, b = _arrays(np.random.default_rng(0), N, C_in, C_out, L, K, groups, dtype)
+    kw = dict(padding=padding, dilation=dilation, groups=groups)
+
+    _check_against_direct(x, w, b, kw)
+
+
+@settings(max_examples=25)
+@given(
+    N=st.integers(0, 3),
+    C_in_g=st.integers(1, 6),
+    C_out_g=st.integers(1, 6),
+    groups=st.integers(1, 3),
+    L=st.integers(1, 300),
+    K=st.integers(1, 6),
+    dilation=st.integers(1, 4),
+    pad=st.integers(0, 5),
+    mode=st.sampled_from(["zeros", "reflect", "circular"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_agrees_with_direct_on_random_specs(
+    N, C_in_g, C_out_g, groups, L, K, dilation, pad, mode, dtype, seed
+):
+    pad = min(pad, L - 1) if mode == "reflect" else min(pad, L)
+    if L + 2 * pad < dilation * (K - 1) + 1:
+        pad = (dilation * (K - 1) + 1 - L + 1) // 2
+        mode = "zeros"
+    rng = np.random.default_rng(seed)
+    x, w, b = _arrays(rng, N, C_in_g * groups, C_out_g * groups, L, K, groups, dtype)
+    kw = dict(padding=pad, dilation=dilation, groups=groups, padding_mode=mode)
+
+    _check_against_direct(x, w, b, kw)
+
+
+def test_strided_specs_are_declined():
+    x = np.ones((1, 2, 20), np.float32)
+    w = np.ones((3, 2, 3), np.float32)
+
+    with _dispatch.force("gemm"), pytest.raises(NotImplementedError, match="gemm"):
+        numconv.conv1d(x, w, stride=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_is_bitwise_deterministic_across_threads(dtype):
+    rng = np.random.default_rng(3)
+    N, C_in, C_out, L, K = 6, 12, 10, 700, 3
+    x, w, _ = _arrays(rng, N, C_in, C_out, L, K, 1, dtype)
+    g = rng.standard_normal((N, C_out, L - K + 1)).astype(dtype)
+    # The check means something only when the batch is split into chunks.
+    block = gemm.weight_block(N, L - K + 1)
+    assert gemm.weight_chunks(N, C_out, L - K + 1, w.size, block) > 1
+
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in [1, min(2, numba.config.NUMBA_NUM_THREADS), 1]:
+            numba.set_num_threads(threads)
+            with _dispatch.force("gemm"):
+                for _ in range(2):
+                    results.append(numconv.conv1d_grad_weight(x, g, K))
+    finally:
+        numba.set_num_threads(before)
+
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_float32_is_computed_in_float32():
+    # Rounding the exact (float64) sums to float32 would give the float64
+    # answer in nearly every element; sums accumulated in float32 differ from it
+    # in most elements, by a few float32 ulps.
+    rng = np.random.default_rng(4)
+    x, w, _ = _arrays(rng, 2, 64, 16, 200, 3, 1, np.float32)
+    with _dispatch.force("gemm"):
+        y = numconv.conv1d(x, w)
+    exact = numconv.conv1d(x.astype(np.float64), w.astype(np.float64))
+
+    assert y.dtype == np.float32
+    differs = np.mean(y != exact.astype(np.float32))
+    assert differs > 0.2, differs
+    scale = numconv.conv1d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64))
+    assert_close(y, exact, scale, np.float32, "float32 forward")
+
+
+def test_single_threaded_restores_the_blas_setting():
+    if not _blas.can_limit_threads():
+        pytest.skip("this BLAS exposes no thread-count control")
+    get, set_ = _blas._CONTROLS
+    before = get()
+    try:
+        set_(2)
+        with _blas.single_threaded():
+            assert get() == 1
+            with _blas.single_threaded():
+                assert get() == 1
+            assert get() == 1
+        assert get() == 2
+    finally:
+        set_(before)
+
+
+_CACHED_RUN = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from numconv import _blas
+    from numconv._kernels import gemm
+
+    rng = np.random.default_rng(5)
+    xp = rng.standard_normal((2, 3, 40)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    out = np.empty((2, 4, 36), np.float32)
+    gemm.forward(xp, w, bias, 1, 1, 2, out)
+    expected = bias[None, :, None] + sum(
+        np.einsum("oc,nct->not", w[:, :, k], xp[:, :, 2 * k : 2 * k + 36])
+        for k in range(3)
+    )
+    stats = gemm.forward_kernel.stats
+    print(json.dumps({
+        "error": float(np.max(np.abs(out - expected))),
+        "hits": sum(stats.cache_hits.values()),
+        "misses": sum(stats.cache_misses.values()),
+    }))
+    """
+)
+
+
+def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
+    # Runs twice with an empty cache directory: the first process compiles and
+    # saves, the second loads the compiled kernel, whose call to BLAS must be
+    # bound to the second process's BLAS, not to an address from the first.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", _CACHED_RUN],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    first, second = runs
+    assert first["misses"] >= 1 and first["hits"] == 0
+    assert second["hits"] >= 1 and second["misses"] == 0
+    for run in runs:
+        assert run["error"] < 1e-4, run
