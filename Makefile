@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo perf clean
+.PHONY: install test demo perf perf-long clean
 
 install: $(STAMP)
 
@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml Makefile
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# numconv against PyTorch on the shape suite in perf/shapes.py; results, table
+# and chart in perf/results/. Options through PERF_ARGS, for example
+# make perf PERF_ARGS="--shapes wide,tiny --repeats 9" (see python -m perf.bench -h).
+perf: install
+	$(BIN)/python -m perf.bench $(PERF_ARGS)
+
+# Longer and more precise: 15 timed runs of >= 0.2 s, float64 on every shape.
+perf-long: install
+	$(BIN)/python -m perf.bench --long $(PERF_ARGS)
 
 clean:
 	rm -rf $(VENV) .hypothesis .pytest_cache
