@@ -11,9 +11,11 @@ import numpy as np
 from numconv import _dispatch
 from numconv._padding import fold_padding, pad_input
 from numconv._spec import (
+    MAX_EXTENT,
     _int_param,
     as_array,
     build_spec,
+    check_allocation,
     check_grad_output,
     check_ndim,
     result_dtype,
@@ -160,7 +162,7 @@ def conv1d_grad_input(
     weight = as_array("weight", weight)
     check_ndim("grad_output", grad_output, (2, 3), _G_LAYOUT)
     check_ndim("weight", weight, (3,), _W_LAYOUT)
-    L = _int_param("input_length", input_length, 0)
+    L = _int_param("input_length", input_length, 0, MAX_EXTENT)
     g_int = _int_param("groups", groups, 1)
     dtype = result_dtype(("grad_output", grad_output), ("weight", weight))
     gb = _batched(grad_output)
@@ -360,6 +362,13 @@ def conv_transpose1d(
         bias = _read_bias(bias, C_out)
         arrays.append(("bias", bias))
     dtype = result_dtype(*arrays)
+    check_allocation(
+        "output",
+        (N, C_out, L_out),
+        dtype,
+        f"L={L}, stride={stride}, padding={padding}, dilation={dilation}, K={K}, "
+        f"output_padding={output_padding}",
+    )
     # The conv1d this is the input gradient of: input (N, C_out, L_out), weight
     # (C_in, C_out/groups, K), output length L (plus output_padding // stride).
     spec = build_spec(

@@ -11,11 +11,14 @@ parallel kernels at once, and the GNU OpenMP layer is not safe across ``fork``.
 numconv therefore prefers Intel TBB, which is both thread-safe and fork-safe.
 The ``tbb`` wheel installs ``libtbb.so.12`` into the environment's ``lib/``
 folder, which the dynamic loader does not search; loading it here by its full
-path lets Numba's TBB layer find it. The choice is skipped when the user set
-``NUMBA_THREADING_LAYER`` themselves. If TBB cannot be loaded, Numba is asked
-for any thread-safe layer (OpenMP), and if none exists every kernel call is
-serialised through ``KERNEL_LOCK`` so that concurrent callers still cannot
-crash the process.
+path lets Numba's TBB layer find it (also when the user names the layer).
+
+The layer is started at import, which fixes it for the process. The choice is
+skipped when the user set ``NUMBA_THREADING_LAYER`` themselves. If TBB cannot
+be loaded, numconv uses ``workqueue`` and serialises every kernel launch
+through ``KERNEL_LOCK``: concurrent callers then wait for one another but
+cannot crash the process, and forked children still work. The lock is also
+taken whenever the user's own choice turns out to be ``workqueue``.
 """
 
 import contextlib
@@ -55,17 +58,27 @@ def _tbb_layer_works():
 
 
 def _choose_threading_layer():
+    """Select and start Numba's threading layer; return what was chosen."""
+    # Load TBB even when the user named a layer, so NUMBA_THREADING_LAYER=tbb works.
+    tbb = _tbb_layer_works() or (_load_tbb() and _tbb_layer_works())
     if os.environ.get("NUMBA_THREADING_LAYER"):
         return "user"
-    if _tbb_layer_works() or (_load_tbb() and _tbb_layer_works()):
-        numba.config.THREADING_LAYER = "tbb"
-        return "tbb"
-    try:
-        from numba.np.ufunc import omppool  # noqa: F401
-    except ImportError:
-        return "default"
-    numba.config.THREADING_LAYER = "threadsafe"
-    return "threadsafe"
+
+    # Without TBB, workqueue with every launch serialised (see kernel_guard) is
+    # both thread-safe and fork-safe. GNU OpenMP would let concurrent callers run
+    # at once, but a child forked after any kernel ran aborts on its first call.
+    for layer in ("tbb", "workqueue") if tbb else ("workqueue",):
+        numba.config.THREADING_LAYER = layer
+        try:
+            # Starting the thread pool now fixes the layer for the process. Left
+            # until the first compile, the choice would be lost whenever a NUMBA_
+            # environment variable changed in between, as Numba then re-reads its
+            # whole configuration from the environment.
+            numba.get_num_threads()
+        except ValueError:
+            continue
+        return layer
+    return "default"
 
 
 LAYER_CHOICE = _choose_threading_layer()
@@ -73,6 +86,17 @@ LAYER_CHOICE = _choose_threading_layer()
 # Serialises kernel launches only when the active layer turns out not to be
 # thread-safe; see ``kernel_guard``.
 KERNEL_LOCK = threading.Lock()
+
+
+def _new_lock_in_child():
+    # A child forked while another thread held the lock would inherit it held,
+    # with no thread left to release it.
+    global KERNEL_LOCK
+    KERNEL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 _active_layer = []

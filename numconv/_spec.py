@@ -21,6 +21,11 @@ PADDING_STRINGS = ("valid", "same", "causal")
 # numconv allocates may exceed this many elements.
 MAX_EXTENT = 2**40
 
+# Hyper-parameters (stride, dilation, padding, groups, kernel size) may not exceed
+# this. Larger values have no use, and refusing them keeps every product of them
+# far inside int64 and every length handed to a 32-bit BLAS representable.
+MAX_PARAM = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -81,8 +86,8 @@ def output_length(L_padded, K, stride, dilation):
     return (L_padded - span) // stride + 1
 
 
-def _int_param(name, value, minimum):
-    """Accept an int or a 1-tuple of int (as torch does); enforce a lower bound."""
+def _int_param(name, value, minimum, maximum=MAX_PARAM):
+    """Accept an int or a 1-tuple of int (as torch does); enforce the bounds."""
     if isinstance(value, (tuple, list)):
         if len(value) != 1:
             raise ValueError(
@@ -94,8 +99,11 @@ def _int_param(name, value, minimum):
     value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > MAX_EXTENT:
-        raise ValueError(f"{name} must be <= 2**40, got {value}; no real signal needs it")
+    if value > maximum:
+        raise ValueError(
+            f"{name} must be <= {maximum}, got {value}; larger values would overflow "
+            f"index arithmetic, and no real signal needs them"
+        )
     return int(value)
 
 
@@ -288,18 +296,36 @@ def check_sizes(spec):
     """
     itemsize = spec.dtype.itemsize
     sizes = {
-        "padded input": spec.N * spec.C_in * spec.L_padded,
-        "output": spec.N * spec.C_out * spec.L_out,
+        "padded input": (spec.N * spec.C_in * spec.L_padded, itemsize),
+        "output": (spec.N * spec.C_out * spec.L_out, itemsize),
     }
+    if spec.padding_mode != "zeros":
+        # The int64 map from padded to input positions, built even for N = 0.
+        sizes["padding index map"] = (spec.L_padded, 8)
     limit = physical_memory()
-    for what, count in sizes.items():
+    for what, (count, itemsize) in sizes.items():
         if count * itemsize > limit or count > MAX_EXTENT:
             raise MemoryError(
                 f"the {what} would hold {count} elements ({count * itemsize} bytes) "
                 f"for N={spec.N}, C_in={spec.C_in}, C_out={spec.C_out}, L={spec.L}, "
+                f"K={spec.K}, stride={spec.stride}, dilation={spec.dilation}, "
                 f"padding=({spec.pad_left}, {spec.pad_right}), more than this machine's "
                 f"{limit} bytes of memory; reduce the sizes"
             )
+
+
+def check_allocation(what, shape, dtype, detail):
+    """Refuse one array of ``shape`` that would not fit in memory; name its cause."""
+    count = 1
+    for extent in shape:
+        count *= int(extent)
+    nbytes = count * np.dtype(dtype).itemsize
+    limit = physical_memory()
+    if nbytes > limit or count > MAX_EXTENT:
+        raise MemoryError(
+            f"the {what} would have shape {tuple(shape)} ({nbytes} bytes) for "
+            f"{detail}, more than this machine's {limit} bytes of memory; reduce them"
+        )
 
 
 def check_grad_output(grad_output, spec, name="grad_output"):
@@ -312,4 +338,4 @@ def check_grad_output(grad_output, spec, name="grad_output"):
 
 
 def check_length_arg(name, value):
-    return _int_param(name, value, 0)
+    return _int_param(name, value, 0, MAX_EXTENT)
