@@ -4,12 +4,14 @@ SciPy publishes the Fortran-convention ``sgemm`` and ``dgemm`` of the BLAS it
 ships in ``scipy.linalg.cython_blas.__pyx_capi__``, as capsules holding function
 pointers. A pointer is only valid in the process that read it, so it must never
 be baked into compiled code: Numba's cache would hand the stale address to the
-next process. Instead, at import time this module registers each address with
-LLVM under a name of its own (``numconv_sgemm``, ``numconv_dgemm``), and the
-jitted code calls the function by that name. Whenever a cached kernel is loaded,
-LLVM resolves the name against the current process's registration, so this
-module must be imported before any kernel that calls ``gemm`` is loaded (the
-kernel modules import it at the top).
+next process. Instead, ``bind()`` registers each address with LLVM under a name
+of its own (``numconv_sgemm``, ``numconv_dgemm``), and the jitted code calls the
+function by that name. Whenever a compiled or cached kernel is loaded, LLVM
+resolves the name against the current process's registration, so ``bind()``
+must run before the first call of any kernel that uses ``gemm``;
+``single_threaded()`` runs it, and every caller enters that first. Importing
+SciPy's linear algebra takes a noticeable part of a second, so it waits until
+the first BLAS-backed call.
 
 Threads: every kernel that calls ``gemm`` runs it from inside a Numba parallel
 loop, one BLAS call per Numba thread. A multi-threaded BLAS would then start its
@@ -19,11 +21,9 @@ the BLAS to one thread with ``single_threaded()`` around the kernel call.
 
 import contextlib
 import ctypes
-import ctypes.util
 import threading
 
 import llvmlite.binding as llvm
-import scipy.linalg.cython_blas as _cython_blas
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -47,15 +47,15 @@ def _capsule_address(capsule):
 
 
 def _register():
+    """Register SciPy's sgemm and dgemm with LLVM; return {dtype name: address}."""
+    import scipy.linalg.cython_blas as cython_blas
+
     addresses = {}
     for dtype, name in (("float32", "sgemm"), ("float64", "dgemm")):
-        address = _capsule_address(_cython_blas.__pyx_capi__[name])
+        address = _capsule_address(cython_blas.__pyx_capi__[name])
         llvm.add_symbol(SYMBOLS[dtype], address)
         addresses[dtype] = address
     return addresses
-
-
-ADDRESSES = _register()
 
 
 @intrinsic
@@ -119,8 +119,8 @@ def gemm(typingctx, transa, transb, m, n, k, alpha, a, a_off, lda, b, b_off, ldb
     return signature, codegen
 
 
-def _blas_library():
-    """The shared library that holds SciPy's sgemm, or None if it cannot be found."""
+def _blas_library(address):
+    """The shared library that holds the function at ``address``, or None."""
 
     class DlInfo(ctypes.Structure):
         _fields_ = [
@@ -130,57 +130,51 @@ def _blas_library():
             ("dli_saddr", ctypes.c_void_p),
         ]
 
-    try:
-        libdl = ctypes.CDLL(ctypes.util.find_library("dl") or "libdl.so.2")
-        libdl.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
-    except (OSError, AttributeError):
-        return None
-    info = DlInfo()
-    if not libdl.dladdr(ADDRESSES["float32"], ctypes.byref(info)) or not info.dli_fname:
-        return None
-    try:
-        return ctypes.CDLL(info.dli_fname.decode())
-    except OSError:
-        return None
+    for libname in (None, "libdl.so.2"):
+        try:
+            dladdr = ctypes.CDLL(libname).dladdr
+        except (OSError, AttributeError):
+            continue
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+        info = DlInfo()
+        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
+            try:
+                return ctypes.CDLL(info.dli_fname.decode())
+            except OSError:
+                return None
+    return None
 
 
-def _thread_controls():
+def _thread_controls(address):
     """(get, set) for the thread count of the BLAS behind cython_blas, or None.
 
-    ``cython_blas`` is a thin Cython layer; the BLAS itself (OpenBLAS in SciPy's
-    wheels) is another library it links to, found here through the libraries the
-    process has loaded.
+    ``cython_blas`` is a thin Cython layer over the BLAS (OpenBLAS in SciPy's
+    wheels), which it links to; a symbol looked up through cython_blas's own
+    handle is searched in the libraries it depends on as well.
     """
-    candidates = [_blas_library()]
-    for name in ("scipy_openblas", "openblas"):
-        path = ctypes.util.find_library(name)
-        if path:
-            candidates.append(path)
+    lib = _blas_library(address)
+    if lib is None:
+        return None
     pairs = [
         ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
         ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
         ("openblas_get_num_threads", "openblas_set_num_threads"),
         ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
     ]
-    for lib in candidates:
-        if lib is None:
-            continue
-        if isinstance(lib, str):
-            try:
-                lib = ctypes.CDLL(lib)
-            except OSError:
-                continue
-        for get_name, set_name in pairs:
-            get = getattr(lib, get_name, None)
-            set_ = getattr(lib, set_name, None)
-            if get is not None and set_ is not None:
-                get.restype, get.argtypes = ctypes.c_int, []
-                set_.restype, set_.argtypes = None, [ctypes.c_int]
-                return get, set_
+    for get_name, set_name in pairs:
+        get = getattr(lib, get_name, None)
+        set_ = getattr(lib, set_name, None)
+        if get is not None and set_ is not None:
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            return get, set_
     return None
 
 
-_CONTROLS = _thread_controls()
+# Filled by ``bind()``: the registered addresses and the thread-count controls.
+ADDRESSES = {}
+_CONTROLS = []
+_bind_lock = threading.Lock()
 
 # The BLAS thread count is one process-wide setting; these count the callers
 # inside ``single_threaded`` so that concurrent callers restore it only once.
@@ -189,23 +183,43 @@ _depth = [0]
 _saved = [None]
 
 
+def bind():
+    """Make ``gemm`` callable: register SciPy's BLAS with LLVM (once per process).
+
+    Call before the first call of a jitted function that uses ``gemm``; users
+    calling numconv's BLAS-backed kernels from their own jitted code call it
+    (or enter ``single_threaded()``) first.
+    """
+    if ADDRESSES:
+        return
+    with _bind_lock:
+        if ADDRESSES:
+            return
+        addresses = _register()
+        _CONTROLS.append(_thread_controls(addresses["float32"]))
+        ADDRESSES.update(addresses)
+
+
 def can_limit_threads():
     """True when numconv found how to set the BLAS's thread count."""
-    return _CONTROLS is not None
+    bind()
+    return _CONTROLS[0] is not None
 
 
 @contextlib.contextmanager
 def single_threaded():
-    """Hold the BLAS behind ``gemm`` to one thread; restore the setting after.
+    """Bind the BLAS and hold it to one thread; restore the setting after.
 
     The setting is process-wide, so a BLAS call made by another Python thread
     while this is active also runs on one thread. Where the thread count cannot
-    be set (a BLAS without OpenBLAS's interface) this does nothing.
+    be set (a BLAS without OpenBLAS's interface) this only binds.
     """
-    if _CONTROLS is None:
+    bind()
+    controls = _CONTROLS[0]
+    if controls is None:
         yield
         return
-    get, set_ = _CONTROLS
+    get, set_ = controls
     with _lock:
         if _depth[0] == 0:
             _saved[0] = get()

@@ -161,7 +161,7 @@ def test_float32_is_computed_in_float32():
 def test_single_threaded_restores_the_blas_setting():
     if not _blas.can_limit_threads():
         pytest.skip("this BLAS exposes no thread-count control")
-    get, set_ = _blas._CONTROLS
+    get, set_ = _blas._CONTROLS[0]
     before = get()
     try:
         set_(2)
