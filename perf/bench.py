@@ -328,16 +328,18 @@ def time_runs(fn, inner):
     return (time.perf_counter() - start) / inner
 
 
-def time_pair(contenders, repeats, min_time):
+def time_pair(contenders, settings):
     """Time each contender; timed runs interleaved, median seconds per call.
 
     contenders : {name: callable}. Each contender is called once to warm up
-    (the first call compiles; its result is kept for the accuracy check), once
-    more to choose ``inner`` (numconv's under tracemalloc, for its extra memory),
-    then
-    ``repeats`` timed runs of ``inner`` calls each, ``inner`` chosen so a run
-    lasts about min_time. The order of the contenders alternates from run to
-    run, so neither always runs right after the other.
+    (the first call compiles; its result is kept for the accuracy check) and
+    once more to choose ``inner``, the calls per timed run that make a run last
+    about ``settings["min_time"]`` (numconv's second call runs under
+    tracemalloc, for its extra memory). Then come ``settings["repeats"]`` timed
+    runs, the contenders alternating which goes first, so neither always runs
+    right after the other. When one call of either contender takes longer than
+    ``settings["slow_call"]`` seconds, ``settings["slow_repeats"]`` timed runs
+    are made instead, to keep the whole suite's time bounded.
     """
     out = {}
     for name, fn in contenders.items():
@@ -350,9 +352,15 @@ def time_pair(contenders, repeats, min_time):
         out[name] = {
             "result": first,
             "extra_bytes": extra,
-            "calls_per_run": max(1, math.ceil(min_time / max(once, 1e-7))),
+            "once_s": once,
+            "calls_per_run": max(1, math.ceil(settings["min_time"] / max(once, 1e-7))),
             "runs_s": [],
         }
+    slowest = max(stats["once_s"] for stats in out.values())
+    repeats = settings["repeats"]
+    if slowest > settings["slow_call"]:
+        repeats = min(repeats, settings["slow_repeats"])
+
     names = list(contenders)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
@@ -360,7 +368,7 @@ def time_pair(contenders, repeats, min_time):
             out[name]["runs_s"].append(time_runs(contenders[name], inner))
     for stats in out.values():
         stats["median_s"] = statistics.median(stats["runs_s"])
-    return out
+    return out, repeats
 
 
 def array_bytes(shape, dtype, direction):
@@ -383,11 +391,12 @@ def bench_case(shape, dtype, direction, contenders, limits, settings):
     # Both ceilings hold at once, so the slower of the two is the attainable time.
     t_limit = max(t_compute, t_memory)
 
-    timed = time_pair(contenders, settings["repeats"], settings["min_time"])
+    timed, repeats = time_pair(contenders, settings)
     row = {
         "shape": shape.name,
         "dtype": dtype,
         "direction": direction,
+        "repeats": repeats,
         "flops": flops,
         "bytes_moved": moved,
         "bound": "compute" if t_compute >= t_memory else "memory",
@@ -461,7 +470,7 @@ def _fmt(value, spec):
 def table_rows(result):
     """Rows of the results table, as lists of strings, header first."""
     header = [
-        "shape", "dtype", "pass", "numconv ms", "PyTorch ms", "ratio",
+        "shape", "dtype", "pass", "runs", "numconv ms", "PyTorch ms", "ratio",
         "numconv GFLOP/s", "PyTorch GFLOP/s", "bound", "numconv % of limit",
         "PyTorch % of limit", "numconv extra MB",
     ]
@@ -473,9 +482,10 @@ def table_rows(result):
                 r["shape"] + ("*" if "F.pad" in r.get("torch_call", "") else ""),
                 r["dtype"].replace("float", "f"),
                 "fwd" if r["direction"] == "forward" else "bwd",
+                str(r["repeats"]),
                 _fmt(r["numconv_ms"], ".3g"),
                 _fmt(r.get("torch_ms"), ".3g"),
-                _fmt(r["ratio"], ".2f"),
+                _fmt(r["ratio"], ".3g"),
                 _fmt(r["numconv_gflops"], ".3g"),
                 _fmt(r.get("torch_gflops"), ".3g"),
                 r["bound"],
@@ -556,6 +566,19 @@ def parse_args(argv):
         help="seconds one timed run lasts at least; fast calls repeat within a run",
     )
     parser.add_argument(
+        "--slow-call",
+        type=float,
+        default=2.0,
+        help="a case where one call takes longer than this many seconds gets "
+        "--slow-repeats timed runs instead of --repeats (default 2.0)",
+    )
+    parser.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=3,
+        help="timed runs of a slow case (default 3; --long sets it to --repeats)",
+    )
+    parser.add_argument(
         "--long",
         action="store_true",
         help="longer, more precise run: 15 repeats of >= 0.2 s, float64 on all shapes",
@@ -571,13 +594,23 @@ def parse_args(argv):
         help="folder for latest.json, a dated copy and ratios.png",
     )
     parser.add_argument("--no-plot", action="store_true", help="write no PNG chart")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="print a results file's table as Markdown (for the README); time nothing",
+    )
     args = parser.parse_args(argv)
     if args.long:
         args.repeats = max(args.repeats, 15)
         args.min_time = max(args.min_time, 0.2)
         args.float64 = "all"
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+        args.slow_repeats = args.repeats
+    if args.repeats < 1 or args.slow_repeats < 1:
+        parser.error(
+            f"--repeats and --slow-repeats must be >= 1, got {args.repeats} "
+            f"and {args.slow_repeats}"
+        )
     names = [n for n in args.shapes.split(",") if n]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown or not names:
@@ -598,6 +631,13 @@ def cases(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.markdown:
+        result = json.loads(args.markdown.read_text())
+        print(markdown_table(result))
+        print()
+        print(limits_summary(result))
+        print(compile_summary(result))
+        return
     use_torch = torch is not None and not args.no_torch
     threads = numba.get_num_threads()
     if use_torch:
@@ -614,6 +654,8 @@ def main(argv=None):
             "repeats": args.repeats,
             "min_time_s": args.min_time,
             "float64": args.float64,
+            "slow_call_s": args.slow_call,
+            "slow_repeats": args.slow_repeats,
             "shapes": [s.name for s in args.shape_list],
             "statistic": "median of the timed runs, each run the mean of its calls",
         },
@@ -631,7 +673,12 @@ def main(argv=None):
     if not result["memory_probe"]["ok"]:
         progress(f"warning: tracemalloc probe failed: {result['memory_probe']}")
 
-    settings = {"repeats": args.repeats, "min_time": args.min_time}
+    settings = {
+        "repeats": args.repeats,
+        "min_time": args.min_time,
+        "slow_call": args.slow_call,
+        "slow_repeats": args.slow_repeats,
+    }
     todo = cases(args)
     rows = []
     for i, (shape, dtype) in enumerate(todo, 1):
