@@ -224,3 +224,20 @@ def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
     assert second["hits"] >= 1 and second["misses"] == 0
     for run in runs:
         assert run["error"] < 1e-4, run
+
+
+def test_dispatcher_picks_gemm_for_channel_heavy_layers_only():
+    from numconv._spec import build_spec
+
+    def spec(C_in, C_out, groups):
+        return build_spec(
+            N=2, C_in=C_in, L=64, weight_shape=(C_out, C_in // groups, 3),
+            stride=1, padding=1, dilation=1, groups=groups,
+            padding_mode="zeros", dtype=np.float32, batched=True,
+        )
+
+    for op in ("forward", "grad_input", "grad_weight"):
+        assert _dispatch.choose(spec(64, 64, 1), op) == "gemm"
+        assert _dispatch.choose(spec(128, 128, 8), op) == "gemm"
+        assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
+        assert _dispatch.choose(spec(1, 64, 1), op) == "direct"
