@@ -12,7 +12,11 @@ family for a spec and an operation; ``force`` overrides the choice, so tests can
 run every family on every spec it supports.
 
 Every entry point below takes C-contiguous, writeable, aligned arrays of
-``spec.dtype`` and allocates its own result.
+``spec.dtype`` (the padded input may instead be a ``numconv._padding.ZeroPadded``)
+and allocates its own result. ``numconv._polyphase`` runs the chosen family:
+it rewrites stride > 1 as stride 1 for families with ``POLYPHASE = True``, and
+hands zero-padded input unpadded to families that provide the optional
+stride-1 kernels ``forward_shifted`` and ``grad_weight_shifted``.
 """
 
 import contextlib
@@ -20,8 +24,10 @@ import threading
 
 import numpy as np
 
+from numconv import _polyphase
 from numconv._config import kernel_guard
 from numconv._kernels import common, direct, gemm
+from numconv._padding import fold_padding
 
 FAMILIES = {"direct": direct, "gemm": gemm}
 
@@ -72,27 +78,42 @@ def choose(spec, op):
 def forward(xp, weight, bias, spec):
     """Forward pass on the padded input xp (N, C_in, L_padded) -> (N, C_out, L_out)."""
     out = np.empty((spec.N, spec.C_out, spec.L_out), dtype=spec.dtype)
-    kernel = FAMILIES[choose(spec, "forward")].forward
+    family = FAMILIES[choose(spec, "forward")]
     with kernel_guard():
-        kernel(xp, weight, bias, spec.groups, spec.stride, spec.dilation, out)
+        _polyphase.run_forward(family, xp, weight, bias, spec, out)
     return out
 
 
 def grad_padded_input(grad_output, weight, spec):
     """Gradient w.r.t. the padded input: (N, C_out, L_out) -> (N, C_in, L_padded)."""
     out = np.empty((grad_output.shape[0], spec.C_in, spec.L_padded), dtype=spec.dtype)
-    kernel = FAMILIES[choose(spec, "grad_input")].grad_input
+    family = FAMILIES[choose(spec, "grad_input")]
     with kernel_guard():
-        kernel(grad_output, weight, spec.groups, spec.stride, spec.dilation, out)
+        _polyphase.run_grad_input(family, grad_output, weight, spec, out)
+    return out
+
+
+def grad_input(grad_output, weight, spec):
+    """Gradient w.r.t. the input: (N, C_out, L_out) -> (N, C_in, L), padding folded.
+
+    Same result as ``fold_padding(grad_padded_input(...))``, without the padded
+    intermediate when the family can write the cropped gradient itself.
+    """
+    family = FAMILIES[choose(spec, "grad_input")]
+    if not _polyphase.crops_directly(family, spec):
+        return fold_padding(grad_padded_input(grad_output, weight, spec), spec)
+    out = np.empty((grad_output.shape[0], spec.C_in, spec.L), dtype=spec.dtype)
+    with kernel_guard():
+        _polyphase.run_grad_input_cropped(family, grad_output, weight, spec, out)
     return out
 
 
 def grad_weight(xp, grad_output, spec):
     """Weight gradient (C_out, C_in/groups, K) from xp and grad_output."""
     out = np.empty((spec.C_out, spec.C_in_per_group, spec.K), dtype=spec.dtype)
-    kernel = FAMILIES[choose(spec, "grad_weight")].grad_weight
+    family = FAMILIES[choose(spec, "grad_weight")]
     with kernel_guard():
-        kernel(xp, grad_output, spec.groups, spec.stride, spec.dilation, out)
+        _polyphase.run_grad_weight(family, xp, grad_output, spec, out)
     return out
 
 

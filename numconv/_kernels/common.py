@@ -32,14 +32,18 @@ def strided_dot(a, b, b_offset, b_step, length):
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
 def blocked_sum(a):
-    """Sum of a 1D array in blocks (see ``SUM_BLOCK``)."""
+    """Sum of a 1D array in blocks (see ``SUM_BLOCK``).
+
+    Each block is summed by a loop over a fresh slice, whose indices LLVM knows
+    to be in range, so the loop vectorises (a loop over ``a[start + t]`` did not).
+    """
     total = a.dtype.type(0)
     n = a.shape[0]
     for start in range(0, n, SUM_BLOCK):
-        stop = min(start + SUM_BLOCK, n)
+        block_items = a[start : min(start + SUM_BLOCK, n)]
         block = a.dtype.type(0)
-        for t in range(start, stop):
-            block += a[t]
+        for t in range(block_items.shape[0]):
+            block += block_items[t]
         total += block
     return total
 
@@ -51,11 +55,13 @@ def grad_bias(grad_output, out):
     grad_output : (N, C_out, L_out); out : (C_out,). Each channel is summed by
     one thread in a fixed order, so the result does not depend on threads.
     """
-    N, C_out, _ = grad_output.shape
+    N, C_out, L_out = grad_output.shape
+    flat = grad_output.reshape(N * C_out * L_out)
     for co in prange(C_out):
         total = out.dtype.type(0)
         for n in range(N):
-            total += blocked_sum(grad_output[n, co])
+            base = (n * C_out + co) * L_out
+            total += blocked_sum(flat[base : base + L_out])
         out[co] = total
 
 
@@ -72,3 +78,17 @@ def fold_rows(grad_padded, index, out):
             i = index[p]
             if i >= 0:
                 out[r, i] += grad_padded[r, p]
+
+
+@njit(**JIT_OPTIONS)
+def crop_rows(padded, start, out):
+    """out[r, i] = padded[r, start + i]: the zero-padding fold, in parallel.
+
+    padded : (R, L_padded); out : (R, L) with start + L <= L_padded.
+    """
+    R, L = out.shape
+    for r in prange(R):
+        src = padded[r, start : start + L]
+        dst = out[r]
+        for i in range(L):
+            dst[i] = src[i]

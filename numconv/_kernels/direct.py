@@ -144,10 +144,39 @@ def _accumulate(seg, wrow, src, K, width, dilation):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _interior(t0, t1, shift, span, L):
+    """Split [t0, t1) at tl <= tr: outputs in [tl, tr) read only inside x.
+
+    Output t reads x positions t - shift .. t - shift + span of each row.
+    """
+    tl = min(max(shift, t0), t1)
+    tr = min(max(L - span + shift, tl), t1)
+    return tl, tr
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _source(x, xflat, n, g, C_in_g, lo, hi, shift, span, interior, scratch):
+    """Rows of group g read by outputs [lo, hi), and the distance between rows.
+
+    Interior ranges are read in place; border ranges are copied into scratch
+    with zeros where the rows end.
+    """
+    C_in, L = x.shape[1], x.shape[2]
+    if interior:
+        start = (n * C_in + g * C_in_g) * L + lo - shift
+        return xflat[start:], L
+    width = hi - lo + span
+    _gather(x, n, g * C_in_g, C_in_g, lo - shift, width, scratch)
+    return scratch, width
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
 def _forward_item(item, x, shift, wflat, bias, groups, dilation, outf,
                   L_out, C_in_g, K, C_out_g, T, nblocks, nco, chunk):
     """One work item of ``forward_shifted``: sample, group, block, channel chunk."""
     C_out = C_out_g * groups
+    L = x.shape[2]
+    span = (K - 1) * dilation
     ic = item % nco
     rest = item // nco
     b = rest % nblocks
@@ -155,21 +184,30 @@ def _forward_item(item, x, shift, wflat, bias, groups, dilation, outf,
     g = rest % groups
     n = rest // groups
     t0 = b * T
-    Tb = min(T, L_out - t0)
-    width = Tb + (K - 1) * dilation
-
-    scratch = np.empty(C_in_g * width, dtype=outf.dtype)
-    _gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, scratch)
+    t1 = min(t0 + T, L_out)
+    tl, tr = _interior(t0, t1, shift, span, L)
+    xflat = x.reshape(x.size)
+    if tl > t0 or tr < t1:
+        scratch = np.empty(C_in_g * (t1 - t0 + span), dtype=outf.dtype)
+    else:
+        scratch = np.empty(0, dtype=outf.dtype)
 
     co_start = g * C_out_g + ic * chunk
     co_stop = min(co_start + chunk, (g + 1) * C_out_g)
-    for co in range(co_start, co_stop):
-        base = (n * C_out + co) * L_out + t0
-        seg = outf[base : base + Tb]
-        bv = bias[co]
-        for t in range(Tb):
-            seg[t] = bv
-        _accumulate(seg, wflat[co], scratch, K, width, dilation)
+    for part in range(3):
+        lo = t0 if part == 0 else (tl if part == 1 else tr)
+        hi = tl if part == 0 else (tr if part == 1 else t1)
+        if hi <= lo:
+            continue
+        src, width = _source(x, xflat, n, g, C_in_g, lo, hi, shift, span, part == 1,
+                             scratch)
+        for co in range(co_start, co_stop):
+            base = (n * C_out + co) * L_out
+            seg = outf[base + lo : base + hi]
+            bv = bias[co]
+            for t in range(hi - lo):
+                seg[t] = bv
+            _accumulate(seg, wflat[co], src, K, width, dilation)
 
 
 @njit(**JIT_OPTIONS)
@@ -396,6 +434,8 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     items = groups * chunks
     partials = np.zeros((items, per_group), dtype=out.dtype)
     gflat = grad_output.reshape(N * C_out * L_out)
+    xflat = x.reshape(x.size)
+    L = x.shape[2]
 
     for item in prange(items):
         g = item // chunks
@@ -405,13 +445,19 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
         for u in range(ch * units // chunks, (ch + 1) * units // chunks):
             n = u // nblocks
             t0 = (u - n * nblocks) * T
-            Tb = min(T, L_out - t0)
-            width = Tb + span
-            _gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, scratch)
-            for j in range(C_out_g):
-                base = (n * C_out + g * C_out_g + j) * L_out + t0
-                _dot_taps(gflat[base : base + Tb], scratch, K, width, dilation,
-                          part[j * M : (j + 1) * M])
+            t1 = min(t0 + T, L_out)
+            tl, tr = _interior(t0, t1, shift, span, L)
+            for piece in range(3):
+                lo = t0 if piece == 0 else (tl if piece == 1 else tr)
+                hi = tl if piece == 0 else (tr if piece == 1 else t1)
+                if hi <= lo:
+                    continue
+                src, width = _source(x, xflat, n, g, C_in_g, lo, hi, shift, span,
+                                     piece == 1, scratch)
+                for j in range(C_out_g):
+                    base = (n * C_out + g * C_out_g + j) * L_out
+                    _dot_taps(gflat[base + lo : base + hi], src, K, width, dilation,
+                              part[j * M : (j + 1) * M])
 
     # Merge the chunks in chunk order, one (group, channel) row per iteration.
     outf = out.reshape(C_out, M)

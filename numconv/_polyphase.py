@@ -1,0 +1,200 @@
+"""Running a family's kernels for a spec: polyphase rewrite and implicit padding.
+
+Polyphase
+---------
+A stride-s convolution reads padded positions ``t*s + k*d``. Split the padded
+input into s phases, ``xph[n, ci*s + r, j] = xp[n, ci, j*s + r]``; with d = 1
+and tap k = q*s + r the output is
+
+    y[n, co, t] = sum_{ci, r, q} weight[co, ci, q*s + r] * xph[n, ci*s + r, t + q]
+
+a stride-1 convolution over s * C_in phase channels with K / s taps. Groups
+survive: the phases of a group's channels stay together. Its input gradient
+is interleaved back into the padded positions and its weight gradient is the
+original weight gradient with the taps re-ordered.
+
+The rewrite is used only when every (phase, shift) pair is a real tap, that
+is d = 1 and K divisible by s (wav2vec's first layer: K = 10, s = 5). In any
+other case the phase weight would hold structural zeros, and a zero tap
+multiplied by a NaN or Inf input outside an output's receptive field would
+turn that output into NaN, against IEEE semantics; those specs run the
+family's strided kernels instead.
+
+A family opts in with a module attribute ``POLYPHASE = True``; its kernels
+then see stride 1 for every spec the rewrite applies to.
+
+Implicit zero padding
+---------------------
+``numconv._padding.pad_input`` returns a ``ZeroPadded`` for zero padding: the
+input plus the padding widths, no copy. A family that treats borders itself
+provides ``forward_shifted`` and ``grad_weight_shifted`` (stride 1, see
+``numconv._kernels.direct``) and reads the input where it lies; other families
+get the padded copy. Likewise a family with ``grad_input_shifted`` writes the
+input gradient of a zero-padded spec without the padded positions, so no
+cropping copy follows.
+"""
+
+import dataclasses
+
+import numpy as np
+from numba import njit, prange
+
+from numconv._config import JIT_OPTIONS
+from numconv._padding import ZeroPadded
+
+
+def applies(spec, family):
+    """True when ``family`` should run ``spec`` through the polyphase rewrite."""
+    return (
+        getattr(family, "POLYPHASE", False)
+        and spec.stride > 1
+        and spec.dilation == 1
+        and spec.K % spec.stride == 0
+    )
+
+
+def phase_spec(spec):
+    """The stride-1 spec of the phase form: s*C_in channels, K/s taps, no padding."""
+    s = spec.stride
+    K_phase = spec.K // s
+    return dataclasses.replace(
+        spec,
+        C_in=spec.C_in * s,
+        K=K_phase,
+        L=spec.L_out + K_phase - 1,
+        stride=1,
+        pad_left=0,
+        pad_right=0,
+        padding_mode="zeros",
+    )
+
+
+@njit(**JIT_OPTIONS)
+def _split(x, shift, stride, out):
+    """out[n, ci*s + r, j] = xz[n, ci, j*s + r - shift] (0 outside x).
+
+    x : (N, C_in, L); out : (N, C_in*s, L_phase), fully overwritten.
+    """
+    N, C_in, L = x.shape
+    L_phase = out.shape[2]
+    for row in prange(N * C_in):
+        n = row // C_in
+        ci = row - n * C_in
+        xrow = x[n, ci]
+        for r in range(stride):
+            orow = out[n, ci * stride + r]
+            for j in range(L_phase):
+                p = j * stride + r - shift
+                orow[j] = xrow[p] if 0 <= p < L else 0
+
+
+@njit(**JIT_OPTIONS)
+def _interleave(gph, stride, out):
+    """out[n, ci, j*s + r] = gph[n, ci*s + r, j]; positions past the phases get 0.
+
+    gph : (N, C_in*s, L_phase); out : (N, C_in, L_padded), fully overwritten.
+    """
+    N, C_in, L_padded = out.shape
+    L_phase = gph.shape[2]
+    for row in prange(N * C_in):
+        n = row // C_in
+        ci = row - n * C_in
+        orow = out[n, ci]
+        for p in range(L_padded):
+            j = p // stride
+            orow[p] = gph[n, ci * stride + p - j * stride, j] if j < L_phase else 0
+
+
+def split_input(xp, spec):
+    """Phase input (N, C_in*s, L_out + K/s - 1) of a padded or ZeroPadded input."""
+    pspec = phase_spec(spec)
+    if isinstance(xp, ZeroPadded):
+        x, shift = xp.x, xp.pad_left
+    else:
+        x, shift = xp, 0
+    out = np.empty((x.shape[0], pspec.C_in, pspec.L), dtype=spec.dtype)
+    _split(x, shift, spec.stride, out)
+    return out
+
+
+def phase_weight(weight, stride):
+    """(C_out, C_in_g, K) -> (C_out, C_in_g*s, K/s): tap q*s + r to phase r, shift q."""
+    C_out, C_in_g, K = weight.shape
+    w = weight.reshape(C_out, C_in_g, K // stride, stride).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(w.reshape(C_out, C_in_g * stride, K // stride))
+
+
+def weight_from_phases(gw_phase, stride):
+    """Inverse of ``phase_weight``: (C_out, C_in_g*s, K/s) -> (C_out, C_in_g, K)."""
+    C_out, rows, K_phase = gw_phase.shape
+    w = gw_phase.reshape(C_out, rows // stride, stride, K_phase).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(w.reshape(C_out, rows // stride, K_phase * stride))
+
+
+def run_forward(family, xp, weight, bias, spec, out):
+    """Fill out (N, C_out, L_out) with the forward pass, in the family's best form."""
+    if applies(spec, family):
+        xph = split_input(xp, spec)
+        wph = phase_weight(weight, spec.stride)
+        family.forward(xph, wph, bias, spec.groups, 1, 1, out)
+    elif isinstance(xp, ZeroPadded) and spec.stride == 1 and hasattr(
+        family, "forward_shifted"
+    ):
+        family.forward_shifted(
+            xp.x, xp.pad_left, weight, bias, spec.groups, spec.dilation, out
+        )
+    else:
+        xp = xp.materialise() if isinstance(xp, ZeroPadded) else xp
+        family.forward(xp, weight, bias, spec.groups, spec.stride, spec.dilation, out)
+
+
+def run_grad_input(family, grad_output, weight, spec, out):
+    """Fill out (N, C_in, L_padded) with the gradient w.r.t. the padded input."""
+    if applies(spec, family):
+        pspec = phase_spec(spec)
+        gph = np.empty((grad_output.shape[0], pspec.C_in, pspec.L), dtype=spec.dtype)
+        wph = phase_weight(weight, spec.stride)
+        family.grad_input(grad_output, wph, spec.groups, 1, 1, gph)
+        _interleave(gph, spec.stride, out)
+    else:
+        family.grad_input(
+            grad_output, weight, spec.groups, spec.stride, spec.dilation, out
+        )
+
+
+def crops_directly(family, spec):
+    """True when ``family`` can write the unpadded input gradient itself."""
+    zero_padded = spec.padding_mode == "zeros" or spec.pad_left == spec.pad_right == 0
+    return (
+        zero_padded
+        and spec.stride == 1
+        and hasattr(family, "grad_input_shifted")
+    )
+
+
+def run_grad_input_cropped(family, grad_output, weight, spec, out):
+    """Fill out (N, C_in, L) with the input gradient; needs ``crops_directly``."""
+    family.grad_input_shifted(
+        grad_output, weight, spec.groups, spec.dilation, spec.pad_left, out
+    )
+
+
+def run_grad_weight(family, xp, grad_output, spec, out):
+    """Fill out (C_out, C_in/groups, K) with the weight gradient."""
+    if applies(spec, family):
+        pspec = phase_spec(spec)
+        xph = split_input(xp, spec)
+        gw_phase = np.empty(pspec.weight_shape, dtype=spec.dtype)
+        family.grad_weight(xph, grad_output, spec.groups, 1, 1, gw_phase)
+        out[...] = weight_from_phases(gw_phase, spec.stride)
+    elif isinstance(xp, ZeroPadded) and spec.stride == 1 and hasattr(
+        family, "grad_weight_shifted"
+    ):
+        family.grad_weight_shifted(
+            xp.x, xp.pad_left, grad_output, spec.groups, spec.dilation, out
+        )
+    else:
+        xp = xp.materialise() if isinstance(xp, ZeroPadded) else xp
+        family.grad_weight(
+            xp, grad_output, spec.groups, spec.stride, spec.dilation, out
+        )
