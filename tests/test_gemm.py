@@ -108,12 +108,29 @@ def test_agrees_with_direct_on_random_specs(
     _check_against_direct(x, w, b, kw)
 
 
-def test_strided_specs_are_declined():
-    x = np.ones((1, 2, 20), np.float32)
-    w = np.ones((3, 2, 3), np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "stride, K, dilation", [(2, 3, 1), (3, 7, 2), (5, 10, 1), (4, 2, 1)]
+)
+def test_strided_agrees_with_direct(stride, K, dilation, dtype):
+    # Taps fall into the stride's phases unevenly (K not a multiple of the
+    # stride) or not at all (K < stride).
+    x, w, b = _arrays(np.random.default_rng(6), 3, 8, 6, 700, K, 2, dtype)
+    kw = dict(stride=stride, padding=3, dilation=dilation, groups=2)
 
-    with _dispatch.force("gemm"), pytest.raises(NotImplementedError, match="gemm"):
-        numconv.conv1d(x, w, stride=2)
+    _check_against_direct(x, w, b, kw)
+
+
+def test_strided_split_keeps_ieee_semantics():
+    # An Inf outside every output's receptive field (positions 1, 3, 5... are
+    # never read at stride 2 with K = 1) must not reach the output.
+    x = np.zeros((1, 8, 41), np.float32)
+    x[:, :, 1::2] = np.inf
+    w = np.ones((8, 8, 1), np.float32)
+    with _dispatch.force("gemm"):
+        y = numconv.conv1d(x, w, stride=2)
+
+    np.testing.assert_array_equal(y, np.zeros_like(y))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

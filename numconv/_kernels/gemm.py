@@ -7,8 +7,8 @@ For one sample n, group g and tap k, the forward pass adds
 that is, Y (C_out/g x L_out) += W_k (C_out/g x C_in/g) @ X_k, where X_k is the
 window ``xp[n, channels of g, k*d : k*d + L_out]``. In BLAS's column-major terms
 that window of the C-contiguous (C_in, L_padded) slab is an (L_out x C_in/g)
-matrix with leading dimension L_padded, so BLAS reads it where it lies: no copy
-of the input is ever made. The input gradient runs the same products transposed
+matrix with leading dimension L_padded, so BLAS reads it where it lies: at
+stride 1 no copy of the input is made. The input gradient runs the same products transposed
 (gX_k += W_k^T @ G), and the weight gradient reduces G @ X_k^T over the batch.
 
 Each kernel is a parallel loop over blocks of work; every iteration makes its
@@ -16,8 +16,13 @@ own single-threaded BLAS calls (see ``numconv._blas``). The weights are first
 re-laid out as ``wt[k, co, ci] = weight[co, ci, k]`` (K, C_out, C_in/groups) so
 that each tap's matrix has unit stride.
 
-Only stride 1 runs here; a strided convolution is first rewritten as a
-stride-1 one (polyphase) or goes to another family.
+Stride s > 1: tap k reads padded position t*s + k*d = (t + q)*s + r with
+r = (k*d) % s and q = (k*d) // s, that is position t + q of phase r, where
+phase r of a row holds its positions r, r + s, r + 2s, ... Each work item
+copies the phases of its block of the input into a scratch block
+(``phase_block``, C_in * s * (block + q_max) elements per item, never a copy
+of the whole input), where every tap is again a unit-stride window, of one
+phase. No tap is added, so no structural zero ever multiplies an input.
 
 Weight gradient determinism: the batch, cut into (n, time-block) units, is split
 into a number of chunks that depends on the shape only, never on the thread
@@ -56,15 +61,10 @@ TARGET_ITEMS = 16
 
 
 def supports(spec, op):
-    """Stride 1 only, with every BLAS dimension within 32-bit integers."""
-    if spec.stride != 1:
-        return False
-    largest = max(
-        spec.L_padded,
-        spec.C_in * spec.L_padded,
-        spec.C_out * spec.L_out,
-        spec.C_out * spec.C_in_per_group,
-    )
+    """Every stride, dilation and grouping, with every BLAS integer within 32 bits."""
+    # Offsets into arrays are 64-bit; only sizes and leading dimensions
+    # (at most L_padded + stride) go to BLAS as 32-bit integers.
+    largest = max(spec.L_padded + spec.stride, spec.C_in, spec.C_out)
     return largest <= INT32_MAX
 
 
@@ -94,19 +94,39 @@ def tap_major(weight):
     return wt
 
 
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def phase_block(xp, n, stride, t0, length):
+    """Phases of a block of sample n: out[0, c*s + r, j] = xp[n, c, (t0 + j)*s + r].
+
+    xp : (N, C_in, L_padded). Returns a new (1, C_in*s, length) array; positions
+    past L_padded get 0 (no output reads them).
+    """
+    C_in, L_padded = xp.shape[1], xp.shape[2]
+    out = np.empty((1, C_in * stride, length), dtype=xp.dtype)
+    for c in range(C_in):
+        xrow = xp[n, c]
+        for r in range(stride):
+            orow = out[0, c * stride + r]
+            for j in range(length):
+                p = (t0 + j) * stride + r
+                orow[j] = xrow[p] if p < L_padded else 0
+    return out
+
+
 @njit(**JIT_OPTIONS)
-def forward_kernel(xp, wt, bias, groups, dilation, block, out):
-    """out[n, co, t] = bias[co] + sum_{ci, k} wt[k, co, ci] * xp[n, c(ci), t + k*d].
+def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
+    """out[n, co, t] = bias[co] + sum_{ci, k} wt[k, co, ci] * xp[n, c(ci), t*s + k*d].
 
     xp : (N, C_in, L_padded); wt : (K, C_out, C_in/groups) (see ``tap_major``);
-    bias : (C_out,); out : (N, C_out, L_out), fully overwritten; block : positions
-    per work item (>= 1). Stride 1: requires L_out + (K - 1) * dilation <= L_padded.
-    Call inside ``numconv._blas.single_threaded()``.
+    bias : (C_out,); out : (N, C_out, L_out), fully overwritten; block : output
+    positions per work item (>= 1). Requires (L_out - 1) * s + (K - 1) * d <
+    L_padded. Call inside ``numconv._blas.single_threaded()``.
     """
     N, C_out, L_out = out.shape
     K, _, C_in_g = wt.shape
     C_in, L_padded = xp.shape[1], xp.shape[2]
     C_out_g = C_out // groups
+    max_lag = ((K - 1) * dilation) // stride
     blocks = (L_out + block - 1) // block
     one = out.dtype.type(1)
     for item in prange(N * blocks):
@@ -117,59 +137,92 @@ def forward_kernel(xp, wt, bias, groups, dilation, block, out):
         for co in range(C_out):
             out[n, co, t0 : t0 + m] = bias[co]
 
+        # The matrices of sample n's block: xp itself at stride 1; else the
+        # block's phases, where tap k is a unit-stride window again.
+        if stride == 1:
+            src, phase_len, at = xp, L_padded, n * C_in * L_padded + t0
+        else:
+            phase_len = m + max_lag
+            src, at = phase_block(xp, n, stride, t0, phase_len), 0
+        ld = stride * phase_len
+
         for g in range(groups):
-            x_at = (n * C_in + g * C_in_g) * L_padded + t0
+            x_at = at + g * C_in_g * ld
             y_at = (n * C_out + g * C_out_g) * L_out + t0
             for k in range(K):
+                tap = k * dilation
+                shift = (tap % stride) * phase_len + tap // stride
                 # Y^T (m x C_out/g) += X_k^T (m x C_in/g) @ W_k^T (C_in/g x C_out/g)
                 gemm(NO_TRANS, NO_TRANS, m, C_out_g, C_in_g,
-                     one, xp, x_at + k * dilation, L_padded,
+                     one, src, x_at + shift, ld,
                      wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
                      one, out, y_at, L_out)
 
 
 @njit(**JIT_OPTIONS)
-def grad_input_kernel(grad_output, wt, groups, dilation, block, out):
-    """out[n, c, t + k*d] += wt[k, co, ci] * grad_output[n, co, t] over co, k, t.
+def grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out):
+    """The adjoint of ``forward_kernel`` with respect to xp.
 
+    out[n, c, t*s + k*d] += wt[k, co, ci] * grad_output[n, co, t] over co, k, t.
     grad_output : (N, C_out, L_out); wt : (K, C_out, C_in/groups);
     out : (N, C_in, L_padded), fully overwritten (positions no output reads get
-    0); block : padded positions per work item. Stride 1. Each item owns a block
-    of padded positions and gathers every tap's contribution to it, so items
-    never write the same element. Call inside ``_blas.single_threaded()``.
+    0); block : positions per work item, counted in phase positions (padded
+    positions // s). Each item owns the padded positions
+    [j0*s, j1*s) and gathers every tap's contribution to them, so items never
+    write the same element. At stride > 1 it gathers them per phase in a
+    scratch block and interleaves that into ``out``. Call inside
+    ``_blas.single_threaded()``.
     """
     N, C_in, L_padded = out.shape
     C_out, L_out = grad_output.shape[1], grad_output.shape[2]
     K, _, C_in_g = wt.shape
     C_out_g = C_out // groups
-    blocks = (L_padded + block - 1) // block
+    L_phase = (L_padded + stride - 1) // stride
+    blocks = (L_phase + block - 1) // block
     one = out.dtype.type(1)
     for item in prange(N * blocks):
         n = item // blocks
-        p0 = (item - n * blocks) * block
-        p1 = min(p0 + block, L_padded)
+        j0 = (item - n * blocks) * block
+        j1 = min(j0 + block, L_phase)
 
-        for c in range(C_in):
-            out[n, c, p0:p1] = 0
+        if stride == 1:
+            dst, phase_len, at = out, L_padded, n * C_in * L_padded
+            for c in range(C_in):
+                out[n, c, j0:j1] = 0
+        else:
+            phase_len = j1 - j0
+            # Phase position j of this block sits at column j - j0.
+            dst, at = np.zeros((1, C_in * stride, phase_len), out.dtype), -j0
+        ld = stride * phase_len
 
         for g in range(groups):
             g_at = (n * C_out + g * C_out_g) * L_out
-            x_at = (n * C_in + g * C_in_g) * L_padded
+            x_at = at + g * C_in_g * ld
             for k in range(K):
-                # Output positions t whose tap k lands in [p0, p1).
-                t0 = max(p0 - k * dilation, 0)
-                t1 = min(p1 - k * dilation, L_out)
+                tap = k * dilation
+                phase, lag = tap % stride, tap // stride
+                # Output positions t whose tap k lands in [j0, j1) of its phase.
+                t0 = max(j0 - lag, 0)
+                t1 = min(j1 - lag, L_out)
                 if t1 <= t0:
                     continue
                 # gX_k^T (m x C_in/g) += G^T (m x C_out/g) @ W_k (C_out/g x C_in/g)
                 gemm(NO_TRANS, TRANS, t1 - t0, C_in_g, C_out_g,
                      one, grad_output, g_at + t0, L_out,
                      wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
-                     one, out, x_at + t0 + k * dilation, L_padded)
+                     one, dst, x_at + phase * phase_len + lag + t0, ld)
+
+        if stride != 1:
+            for c in range(C_in):
+                orow = out[n, c]
+                for p in range(j0 * stride, min(j1 * stride, L_padded)):
+                    j = p // stride
+                    orow[p] = dst[0, c * stride + p - j * stride, j - j0]
 
 
 @njit(**JIT_OPTIONS)
-def grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial):
+def grad_weight_kernel(xp, grad_output, groups, stride, dilation, block, chunks,
+                       partial):
     """partial[j, k, co, ci] = sum over chunk j's units of G @ X_k^T.
 
     xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
@@ -182,6 +235,7 @@ def grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial
     C_out, L_out = grad_output.shape[1], grad_output.shape[2]
     K, C_in_g = partial.shape[1], partial.shape[3]
     C_out_g = C_out // groups
+    max_lag = ((K - 1) * dilation) // stride
     blocks = (L_out + block - 1) // block
     units = N * blocks
     one = partial.dtype.type(1)
@@ -194,13 +248,22 @@ def grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial
             n = u // blocks
             t0 = (u - n * blocks) * block
             m = min(block, L_out - t0)
+            if stride == 1:
+                src, phase_len, at = xp, L_padded, n * C_in * L_padded + t0
+            else:
+                phase_len = m + max_lag
+                src, at = phase_block(xp, n, stride, t0, phase_len), 0
+            ld = stride * phase_len
+
             for g in range(groups):
                 g_at = (n * C_out + g * C_out_g) * L_out + t0
-                x_at = (n * C_in + g * C_in_g) * L_padded + t0
+                x_at = at + g * C_in_g * ld
                 for k in range(K):
+                    tap = k * dilation
+                    shift = (tap % stride) * phase_len + tap // stride
                     # gW_k^T (C_in/g x C_out/g) += X_k (C_in/g x m) @ G^T (m x C_out/g)
                     gemm(TRANS, NO_TRANS, C_in_g, C_out_g, m,
-                         one, xp, x_at + k * dilation, L_padded,
+                         one, src, x_at + shift, ld,
                          grad_output, g_at, L_out,
                          one, partial, acc_at + (k * C_out + g * C_out_g) * C_in_g,
                          C_in_g)
@@ -254,34 +317,34 @@ def forward(xp, weight, bias, groups, stride, dilation, out):
     """Forward pass; the family's entry point (see ``numconv._dispatch``).
 
     xp : (N, C_in, L_padded); weight : (C_out, C_in/groups, K); bias : (C_out,);
-    out : (N, C_out, L_out), fully overwritten. Stride must be 1.
+    out : (N, C_out, L_out), fully overwritten.
     """
     N, C_out, L_out = out.shape
     block = time_block(N, L_out)
     wt = tap_major(weight)
     with _blas.single_threaded():
-        forward_kernel(xp, wt, bias, groups, dilation, block, out)
+        forward_kernel(xp, wt, bias, groups, stride, dilation, block, out)
 
 
 def grad_input(grad_output, weight, groups, stride, dilation, out):
     """Gradient w.r.t. the padded input; the family's entry point.
 
     grad_output : (N, C_out, L_out); weight : (C_out, C_in/groups, K);
-    out : (N, C_in, L_padded), fully overwritten. Stride must be 1.
+    out : (N, C_in, L_padded), fully overwritten.
     """
     N, C_in, L_padded = out.shape
-    block = time_block(N, L_padded)
+    block = time_block(N, -(-L_padded // stride))
     wt = tap_major(weight)
     with _blas.single_threaded():
-        grad_input_kernel(grad_output, wt, groups, dilation, block, out)
+        grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out)
 
 
 def grad_weight(xp, grad_output, groups, stride, dilation, out):
     """Weight gradient; the family's entry point.
 
     xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
-    out : (C_out, C_in/groups, K), fully overwritten. Stride must be 1.
-    Bitwise identical for any number of threads.
+    out : (C_out, C_in/groups, K), fully overwritten. Bitwise identical for any
+    number of threads.
     """
     C_out, C_in_g, K = out.shape
     N, _, L_out = grad_output.shape
@@ -289,5 +352,6 @@ def grad_weight(xp, grad_output, groups, stride, dilation, out):
     chunks = weight_chunks(N, C_out, L_out, out.size, block)
     partial = np.empty((chunks, K, C_out, C_in_g), dtype=out.dtype)
     with _blas.single_threaded():
-        grad_weight_kernel(xp, grad_output, groups, dilation, block, chunks, partial)
+        grad_weight_kernel(xp, grad_output, groups, stride, dilation, block, chunks,
+                           partial)
     merge_partials(partial, out)
