@@ -9,7 +9,12 @@ from collections import namedtuple
 import numpy as np
 
 from numconv import _dispatch
-from numconv._padding import fold_padding, pad_input
+from numconv._padding import (
+    fold_padding,
+    forward_without_padding_terms,
+    grad_weight_without_padding_terms,
+    pad_input,
+)
 from numconv._spec import (
     MAX_EXTENT,
     _int_param,
@@ -117,6 +122,7 @@ def conv1d(
     w = _kernel_array(weight, dtype)
     b = np.zeros(spec.C_out, dtype) if bias is None else _kernel_array(bias, dtype)
     y = _dispatch.forward(xp, w, b, spec)
+    forward_without_padding_terms(_kernel_array(_batched(x), dtype), w, b, spec, y)
 
     return _unbatch(y, spec)
 
@@ -231,7 +237,9 @@ def conv1d_grad_weight(
     )
 
     xp = pad_input(xb, spec)
-    gw = _dispatch.grad_weight(xp, _kernel_array(gb, dtype), spec)
+    g = _kernel_array(gb, dtype)
+    gw = _dispatch.grad_weight(xp, g, spec)
+    grad_weight_without_padding_terms(_kernel_array(xb, dtype), g, spec, gw)
 
     return gw
 
@@ -289,6 +297,7 @@ def conv1d_backward(
     g = _kernel_array(_batched(grad_output), dtype)
     gx = fold_padding(_dispatch.grad_padded_input(g, w, spec), spec)
     gw = _dispatch.grad_weight(xp, g, spec)
+    grad_weight_without_padding_terms(_kernel_array(_batched(x), dtype), g, spec, gw)
     gb = _dispatch.grad_bias(g, dtype) if bias else None
 
     return Conv1dGrads(_unbatch(gx, spec), gw, gb)

@@ -87,16 +87,47 @@ LAYER_CHOICE = _choose_threading_layer()
 # thread-safe; see ``kernel_guard``.
 KERNEL_LOCK = threading.Lock()
 
+# Kernels running now, and whether a fork is waiting for them to finish. A
+# process forked while another thread runs a parallel kernel gets a copy of the
+# thread pool in mid-flight: TBB then cannot shut its workers down before the
+# fork (it says "Unable to join threads") and the child hangs in its first
+# parallel call. So ``os.fork`` first waits for running kernels to end and holds
+# new launches back until the child exists.
+_launches = threading.Condition()
+_running = 0
+_forking = False
 
-def _new_lock_in_child():
-    # A child forked while another thread held the lock would inherit it held,
-    # with no thread left to release it.
-    global KERNEL_LOCK
+
+def _before_fork():
+    global _forking
+    with _launches:
+        _forking = True
+        _launches.wait_for(lambda: _running == 0)
+
+
+def _after_fork_in_parent():
+    global _forking
+    with _launches:
+        _forking = False
+        _launches.notify_all()
+
+
+def _after_fork_in_child():
+    # Fresh locks: one held by another thread at the fork would stay held for
+    # good, since that thread does not exist in the child.
+    global KERNEL_LOCK, _launches, _running, _forking
     KERNEL_LOCK = threading.Lock()
+    _launches = threading.Condition()
+    _running = 0
+    _forking = False
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 _active_layer = []
@@ -115,9 +146,20 @@ def needs_serialising():
 
 @contextlib.contextmanager
 def kernel_guard():
-    """Hold ``KERNEL_LOCK`` around a kernel launch when the layer needs it."""
-    if needs_serialising():
-        with KERNEL_LOCK:
+    """Wrap every kernel launch: waits out a fork, and holds ``KERNEL_LOCK``
+    when the layer cannot take concurrent launches."""
+    global _running
+    launches = _launches
+    with launches:
+        launches.wait_for(lambda: not _forking)
+        _running += 1
+    try:
+        if needs_serialising():
+            with KERNEL_LOCK:
+                yield
+        else:
             yield
-    else:
-        yield
+    finally:
+        with launches:
+            _running -= 1
+            launches.notify_all()

@@ -112,3 +112,86 @@ def fold_padding(grad_padded, spec):
             grad_padded.reshape(N * C, spec.L_padded), idx, out.reshape(N * C, spec.L)
         )
     return out
+
+
+# Zero padding stands for "no input here", not for a value: a product of a
+# padded position with an Inf or NaN weight (forward) or gradient (weight
+# gradient) is left out of the sum instead of becoming Inf * 0 = NaN. The
+# kernels multiply the padded zeros like any other value, which is right for
+# every finite operand; the two helpers below redo, with the padded terms left
+# out, the few sums where a non-finite operand meets the padding. They run only
+# then, so they cost nothing on finite data.
+
+
+def tap_ranges(spec):
+    """For each tap k, the output positions [t0, t1) that read input, not padding."""
+    ranges = []
+    for k in range(spec.K):
+        offset = k * spec.dilation - spec.pad_left
+        t0 = max(0, -(offset // spec.stride))
+        t1 = min(spec.L_out, (spec.L - 1 - offset) // spec.stride + 1)
+        ranges.append((t0, max(t0, t1)))
+    return ranges
+
+
+def _reads_padding(spec):
+    return spec.padding_mode == "zeros" and (spec.pad_left or spec.pad_right)
+
+
+def forward_without_padding_terms(x, weight, bias, spec, out):
+    """Recompute ``out``'s positions that read padding when ``weight`` is not finite.
+
+    x : (N, C_in, L); weight : (C_out, C_in/groups, K); bias : (C_out,);
+    out : (N, C_out, L_out), updated in place. All of ``spec.dtype``.
+    """
+    if not _reads_padding(spec) or np.isfinite(weight).all():
+        return
+    ranges = tap_ranges(spec)
+    lo = max(t0 for t0, _ in ranges)
+    hi = min(t1 for _, t1 in ranges)
+    border = np.array([t for t in range(spec.L_out) if t < lo or t >= hi], np.int64)
+    ci_g, co_g = spec.C_in_per_group, spec.C_out_per_group
+    acc = np.empty((spec.N, spec.C_out, border.size), spec.dtype)
+    acc[...] = bias[None, :, None]
+    for k, (t0, t1) in enumerate(ranges):
+        sel = (border >= t0) & (border < t1)
+        positions = border[sel] * spec.stride + k * spec.dilation - spec.pad_left
+        for q in range(spec.groups):
+            cin, cout = slice(q * ci_g, (q + 1) * ci_g), slice(q * co_g, (q + 1) * co_g)
+            acc[:, cout, sel] += np.einsum(
+                "oc,nct->not", weight[cout, :, k], x[:, cin][:, :, positions]
+            )
+    out[:, :, border] = acc
+
+
+def grad_weight_without_padding_terms(x, grad_output, spec, out):
+    """Recompute the taps of ``out`` that read padding when ``grad_output`` is not
+    finite where they do.
+
+    x : (N, C_in, L); grad_output : (N, C_out, L_out); out : (C_out, C_in/groups,
+    K), updated in place. All of ``spec.dtype``.
+    """
+    if not _reads_padding(spec):
+        return
+    ranges = tap_ranges(spec)
+    lo = max(t0 for t0, _ in ranges)
+    hi = min(t1 for _, t1 in ranges)
+    edges = (grad_output[:, :, :lo], grad_output[:, :, hi:])
+    if all(np.isfinite(e).all() for e in edges):
+        return
+    ci_g, co_g = spec.C_in_per_group, spec.C_out_per_group
+    for k, (t0, t1) in enumerate(ranges):
+        if (t0, t1) == (0, spec.L_out):
+            continue
+        first = t0 * spec.stride + k * spec.dilation - spec.pad_left
+        stop = first + (t1 - t0 - 1) * spec.stride + 1
+        for q in range(spec.groups):
+            cin, cout = slice(q * ci_g, (q + 1) * ci_g), slice(q * co_g, (q + 1) * co_g)
+            if t1 == t0:
+                out[cout, :, k] = 0
+                continue
+            out[cout, :, k] = np.einsum(
+                "not,nct->oc",
+                grad_output[:, cout, t0:t1],
+                x[:, cin, first:stop:spec.stride],
+            )
