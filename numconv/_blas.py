@@ -9,9 +9,9 @@ of its own (``numconv_sgemm``, ``numconv_dgemm``), and the jitted code calls the
 function by that name. Whenever a compiled or cached kernel is loaded, LLVM
 resolves the name against the current process's registration, so ``bind()``
 must run before the first call of any kernel that uses ``gemm``;
-``single_threaded()`` runs it, and every caller enters that first. Importing
-SciPy's linear algebra takes a noticeable part of a second, so it waits until
-the first BLAS-backed call.
+``single_threaded()`` runs it, and every caller enters that first. (Importing
+cython_blas costs nothing extra by then: Numba imports it itself when it sets
+up its compiler, at the first call of any jitted function.)
 
 Threads: every kernel that calls ``gemm`` runs it from inside a Numba parallel
 loop, one BLAS call per Numba thread. A multi-threaded BLAS would then start its
