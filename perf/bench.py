@@ -74,15 +74,30 @@ MEMORY_METHOD = (
 # -- machine ----------------------------------------------------------------------
 
 
-def cpu_model():
+def cpu_details():
+    """Model name, family/model numbers and vector extensions of the first CPU.
+
+    A hypervisor may report only a vendor name such as "AMD EPYC"; the family
+    and model numbers and the SIMD flags still say which generation it is.
+    """
+    fields = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    simd = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16") if f in flags]
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return {
+        "cpu_model": name,
+        "cpu_family_model": [fields.get("cpu family"), fields.get("model")],
+        "cpu_simd": simd,
+    }
 
 
 def git_commit():
@@ -109,7 +124,7 @@ def blas_info():
 
 def machine_info(threads):
     return {
-        "cpu_model": cpu_model(),
+        **cpu_details(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
@@ -173,6 +188,7 @@ def stream_bandwidth(n_bytes, repeats):
 
 
 def measure_limits(long_run):
+    """Compute peak per dtype and copy bandwidth, measured now."""
     n = 2048
     repeats = 10 if long_run else 5
     limits = {"peak_gflops": {}, "peak_detail": {}}
@@ -190,6 +206,24 @@ def measure_limits(long_run):
         "GB/s": detail,
     }
     return limits
+
+
+def best_limits(first, last):
+    """The higher of two measurements of each limit, with both kept.
+
+    Other work on the machine can only lower a measured ceiling, so the better
+    of the measurements at the start and at the end of the run is the closer one.
+    """
+    return {
+        "peak_gflops": {
+            d: max(first["peak_gflops"][d], last["peak_gflops"][d])
+            for d in first["peak_gflops"]
+        },
+        "bandwidth_gbs": max(first["bandwidth_gbs"], last["bandwidth_gbs"]),
+        "rule": "the higher of the measurements at the start and at the end",
+        "start": first,
+        "end": last,
+    }
 
 
 # -- memory -----------------------------------------------------------------------
@@ -339,13 +373,20 @@ def time_pair(contenders, settings):
     runs, the contenders alternating which goes first, so neither always runs
     right after the other. When one call of either contender takes longer than
     ``settings["slow_call"]`` seconds, ``settings["slow_repeats"]`` timed runs
-    are made instead, to keep the whole suite's time bounded.
+    are made instead, and PyTorch's second untimed call is skipped, to keep the
+    whole suite's time bounded.
     """
     out = {}
     for name, fn in contenders.items():
+        start = time.perf_counter()
         first = fn()
+        warm_up = time.perf_counter() - start
         if name == "numconv":
             once, extra = traced_call(fn)
+        elif warm_up > settings["slow_call"]:
+            # Nothing compiles here, so a slow first call means one call per run;
+            # a second untimed call would only cost time.
+            once, extra = warm_up, None
         else:
             # PyTorch allocates outside tracemalloc's sight: no memory figure.
             once, extra = time_runs(fn, 1), None
@@ -383,14 +424,9 @@ def array_bytes(shape, dtype, direction):
     return item * (x + w + y + x + w + shape.C_out)
 
 
-def bench_case(shape, dtype, direction, contenders, limits, settings):
+def bench_case(shape, dtype, direction, contenders, settings):
+    """Time one (shape, dtype, pass); the row of results without the limits."""
     flops = shape.forward_flops * (1 if direction == "forward" else 2)
-    moved = array_bytes(shape, dtype, direction)
-    t_compute = flops / (limits["peak_gflops"][dtype] * 1e9)
-    t_memory = moved / (limits["bandwidth_gbs"] * 1e9)
-    # Both ceilings hold at once, so the slower of the two is the attainable time.
-    t_limit = max(t_compute, t_memory)
-
     timed, repeats = time_pair(contenders, settings)
     row = {
         "shape": shape.name,
@@ -398,11 +434,7 @@ def bench_case(shape, dtype, direction, contenders, limits, settings):
         "direction": direction,
         "repeats": repeats,
         "flops": flops,
-        "bytes_moved": moved,
-        "bound": "compute" if t_compute >= t_memory else "memory",
-        "limit_ms": 1e3 * t_limit,
-        "limit_compute_ms": 1e3 * t_compute,
-        "limit_memory_ms": 1e3 * t_memory,
+        "bytes_moved": array_bytes(shape, dtype, direction),
     }
     for name, stats in timed.items():
         t = stats["median_s"]
@@ -410,7 +442,6 @@ def bench_case(shape, dtype, direction, contenders, limits, settings):
         row[f"{name}_runs_ms"] = [1e3 * s for s in stats["runs_s"]]
         row[f"{name}_calls_per_run"] = stats["calls_per_run"]
         row[f"{name}_gflops"] = flops / t / 1e9
-        row[f"{name}_share_of_limit"] = t_limit / t
     row["numconv_extra_bytes"] = timed["numconv"]["extra_bytes"]
     row["ratio"] = None
     if "torch" in timed:
@@ -419,6 +450,21 @@ def bench_case(shape, dtype, direction, contenders, limits, settings):
             timed["numconv"]["result"], timed["torch"]["result"]
         )
     return row
+
+
+def add_limits(row, limits):
+    """Add the attainable time and each library's share of it to a row."""
+    t_compute = row["flops"] / (limits["peak_gflops"][row["dtype"]] * 1e9)
+    t_memory = row["bytes_moved"] / (limits["bandwidth_gbs"] * 1e9)
+    # Both ceilings hold at once, so the slower of the two is the attainable time.
+    t_limit = max(t_compute, t_memory)
+    row["bound"] = "compute" if t_compute >= t_memory else "memory"
+    row["limit_ms"] = 1e3 * t_limit
+    row["limit_compute_ms"] = 1e3 * t_compute
+    row["limit_memory_ms"] = 1e3 * t_memory
+    for name in ("numconv", "torch"):
+        if f"{name}_ms" in row:
+            row[f"{name}_share_of_limit"] = row["limit_ms"] / row[f"{name}_ms"]
 
 
 # -- compile figures --------------------------------------------------------------
@@ -585,6 +631,12 @@ def parse_args(argv):
     )
     parser.add_argument("--no-torch", action="store_true", help="time numconv only")
     parser.add_argument(
+        "--compile-shape",
+        default="tiny",
+        choices=sorted(BY_NAME),
+        help="shape of the first calls in the compile figures (default tiny)",
+    )
+    parser.add_argument(
         "--no-compile", action="store_true", help="skip the compile subprocesses"
     )
     parser.add_argument(
@@ -667,8 +719,7 @@ def main(argv=None):
     }
 
     progress("measuring the machine's limits (BLAS product, streaming copy)")
-    result["limits"] = measure_limits(args.long)
-    progress(limits_summary(result))
+    first_limits = measure_limits(args.long)
     result["memory_probe"] = memory_probe()
     if not result["memory_probe"]["ok"]:
         progress(f"warning: tracemalloc probe failed: {result['memory_probe']}")
@@ -695,9 +746,7 @@ def main(argv=None):
             per_direction["backward"]["torch"] = t_backward
         for direction, contenders in per_direction.items():
             progress(f"[{i}/{len(todo)}] {shape.name} {dtype} {direction}")
-            row = bench_case(
-                shape, dtype, direction, contenders, result["limits"], settings
-            )
+            row = bench_case(shape, dtype, direction, contenders, settings)
             if torch_call is not None:
                 row["torch_call"] = torch_call
             rows.append(row)
@@ -707,9 +756,15 @@ def main(argv=None):
             )
     result["results"] = rows
 
+    progress("measuring the machine's limits again")
+    result["limits"] = best_limits(first_limits, measure_limits(args.long))
+    for row in rows:
+        add_limits(row, result["limits"])
+    progress(limits_summary(result))
+
     if not args.no_compile:
         dtypes = ["float32", "float64"] if args.float64 != "none" else ["float32"]
-        result["compile"] = compile_figures(BY_NAME["tiny"], dtypes)
+        result["compile"] = compile_figures(BY_NAME[args.compile_shape], dtypes)
     result["total_s"] = time.perf_counter() - _START
     result["load_average_end"] = list(os.getloadavg())
 

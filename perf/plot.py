@@ -28,6 +28,8 @@ def plot_ratios(result, path):
     labels, ratios = [], {}
     for r in rows:
         label = f"{r['shape']} {r['dtype'].replace('float', 'f')}"
+        if "F.pad" in r.get("torch_call", ""):
+            label += "*"
         if label not in labels:
             labels.append(label)
         ratios[(label, r["direction"])] = r["ratio"]
@@ -58,11 +60,18 @@ def plot_ratios(result, path):
     lo = min(ratios.values())
     hi = max(ratios.values())
     ax.set_xlim(min(lo, 1.0) / 1.6, max(hi, 1.0) * 2.5)
-    ax.set_xlabel("numconv time / PyTorch time (log scale; < 1: numconv faster)")
+    ax.set_xlabel(
+        "numconv time / PyTorch time (log scale; < 1: numconv faster)\n"
+        "* PyTorch padded with F.pad first (it has no causal mode)",
+        fontsize=9,
+    )
     machine = result["machine"]
+    load = result.get("load_average_start", [None])[0]
+    busy = "" if load is None else f", load average {load:.1f} at the start"
+    where = f"{machine['cpu_model']}, {machine['cores']} cores, {result['date'][:10]}"
     ax.set_title(
         f"numconv vs PyTorch {machine.get('torch')} CPU, {machine['threads']} threads\n"
-        f"{machine['cpu_model']}, {machine['cores']} cores, {result['date'][:10]}",
+        f"{where}{busy}",
         fontsize=10,
     )
     ax.legend(loc="lower right", fontsize=8)
