@@ -9,6 +9,9 @@ from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
 # sqrt(length) ulps instead of length ulps on signals of a million samples.
 SUM_BLOCK = 1024
 
+# Reductions over fewer elements than this run on the calling thread.
+SERIAL_ELEMENTS = 1 << 15
+
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
 def strided_dot(a, b, b_offset, b_step, length):
@@ -57,12 +60,23 @@ def grad_bias(grad_output, out):
     """
     N, C_out, L_out = grad_output.shape
     flat = grad_output.reshape(N * C_out * L_out)
-    for co in prange(C_out):
-        total = out.dtype.type(0)
-        for n in range(N):
-            base = (n * C_out + co) * L_out
-            total += blocked_sum(flat[base : base + L_out])
-        out[co] = total
+    # Small sums stay on the calling thread: starting the pool costs more.
+    if N * C_out * L_out < SERIAL_ELEMENTS:
+        for co in range(C_out):
+            out[co] = _channel_sum(flat, co, N, C_out, L_out)
+    else:
+        for co in prange(C_out):
+            out[co] = _channel_sum(flat, co, N, C_out, L_out)
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _channel_sum(flat, co, N, C_out, L_out):
+    """Sum of channel co of a flattened (N, C_out, L_out) array, n in order."""
+    total = flat.dtype.type(0)
+    for n in range(N):
+        base = (n * C_out + co) * L_out
+        total += blocked_sum(flat[base : base + L_out])
+    return total
 
 
 @njit(**JIT_OPTIONS)

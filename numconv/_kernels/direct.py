@@ -407,6 +407,35 @@ def _dot_taps(grow, src, K, width, dilation, part):
         m += 1
 
 
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g, K,
+                 C_out_g, L_out, T, nblocks, units, chunks):
+    """One chunk of ``grad_weight_shifted``: its (sample, block) units, in order."""
+    M = C_in_g * K
+    span = (K - 1) * dilation
+    L = x.shape[2]
+    g = item // chunks
+    ch = item - g * chunks
+    part = partials[item]
+    scratch = np.empty(C_in_g * (T + span), dtype=partials.dtype)
+    for u in range(ch * units // chunks, (ch + 1) * units // chunks):
+        n = u // nblocks
+        t0 = (u - n * nblocks) * T
+        t1 = min(t0 + T, L_out)
+        tl, tr = _interior(t0, t1, shift, span, L)
+        for piece in range(3):
+            lo = t0 if piece == 0 else (tl if piece == 1 else tr)
+            hi = tl if piece == 0 else (tr if piece == 1 else t1)
+            if hi <= lo:
+                continue
+            src, width = _source(x, xflat, n, g, C_in_g, lo, hi, shift, span,
+                                 piece == 1, scratch)
+            for j in range(C_out_g):
+                base = (n * C_out + g * C_out_g + j) * L_out
+                _dot_taps(gflat[base + lo : base + hi], src, K, width, dilation,
+                          part[j * M : (j + 1) * M])
+
+
 @njit(**JIT_OPTIONS)
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     """Stride-1 weight gradient of x zero-padded by ``shift`` on the left.
@@ -435,33 +464,21 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     partials = np.zeros((items, per_group), dtype=out.dtype)
     gflat = grad_output.reshape(N * C_out * L_out)
     xflat = x.reshape(x.size)
-    L = x.shape[2]
 
-    for item in prange(items):
-        g = item // chunks
-        ch = item - g * chunks
-        part = partials[item]
-        scratch = np.empty(C_in_g * (T + span), dtype=out.dtype)
-        for u in range(ch * units // chunks, (ch + 1) * units // chunks):
-            n = u // nblocks
-            t0 = (u - n * nblocks) * T
-            t1 = min(t0 + T, L_out)
-            tl, tr = _interior(t0, t1, shift, span, L)
-            for piece in range(3):
-                lo = t0 if piece == 0 else (tl if piece == 1 else tr)
-                hi = tl if piece == 0 else (tr if piece == 1 else t1)
-                if hi <= lo:
-                    continue
-                src, width = _source(x, xflat, n, g, C_in_g, lo, hi, shift, span,
-                                     piece == 1, scratch)
-                for j in range(C_out_g):
-                    base = (n * C_out + g * C_out_g + j) * L_out
-                    _dot_taps(gflat[base + lo : base + hi], src, K, width, dilation,
-                              part[j * M : (j + 1) * M])
+    # Small problems stay on the calling thread (see SERIAL_WORK); the split
+    # into chunks, and so the result, is the same either way.
+    if N * C_out * L_out * max(M, 1) < SERIAL_WORK:
+        for item in range(items):
+            _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g,
+                         K, C_out_g, L_out, T, nblocks, units, chunks)
+    else:
+        for item in prange(items):
+            _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g,
+                         K, C_out_g, L_out, T, nblocks, units, chunks)
 
     # Merge the chunks in chunk order, one (group, channel) row per iteration.
     outf = out.reshape(C_out, M)
-    for r in prange(C_out):
+    for r in range(C_out):
         g = r // C_out_g
         j = r - g * C_out_g
         for m in range(M):
