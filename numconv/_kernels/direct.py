@@ -52,9 +52,10 @@ POLYPHASE = True
 # a depthwise layer stay in L1/L2 and long signals split across threads.
 MAX_TILE = 4096
 
-# Scratch elements per work item: the tile shrinks when a group has many
-# input channels, so the scratch of one item stays within the L2 cache.
-SCRATCH_ELEMENTS = 64 * 1024
+# Input elements one work item reads (its group's rows over one tile): the
+# tile shrinks when a group has many input channels, so they stay in the 1 MiB
+# L2 cache while every output channel of the item re-reads them.
+SCRATCH_ELEMENTS = 128 * 1024
 
 # Output channels handled by one work item (each re-uses the item's scratch).
 CO_CHUNK = 64
@@ -79,7 +80,11 @@ def supports(spec, op):
 def _tile_length(L_out, C_in_g, span):
     """Output positions per item for rows of L_out and C_in_g scratch rows."""
     room = SCRATCH_ELEMENTS // max(C_in_g, 1) - span
-    return max(1, min(L_out, MAX_TILE, max(room, 64)))
+    tile = min(MAX_TILE, max(room, 64))
+    if tile >= L_out:
+        return max(L_out, 1)
+    # A multiple of 64 leaves the vectorised loops no scalar remainder.
+    return max(64, tile - tile % 64)
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
@@ -111,15 +116,44 @@ def _tap_offset(m, K, width, dilation):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def _accumulate(seg, wrow, src, K, width, dilation):
-    """seg[t] += sum_m wrow[m] * src[offset(m) + t] for t < len(seg).
+def _accumulate(seg, bv, wrow, src, K, width, dilation):
+    """seg[t] = bv + sum_m wrow[m] * src[offset(m) + t] for t < len(seg).
 
-    seg : (T,) output block; wrow : (C_in_g * K,) taps of one output channel;
-    src : scratch rows of the group, ``width`` elements each.
+    seg : (T,) output block; bv : bias value; wrow : (C_in_g * K,) taps of one
+    output channel; src : rows of the group, ``width`` elements apart. The
+    first pass writes the bias with the first taps, so seg is stored once less.
     """
     T = seg.shape[0]
     M = wrow.shape[0]
-    m = 0
+    if M >= 4:
+        w0, w1, w2, w3 = wrow[0], wrow[1], wrow[2], wrow[3]
+        x0 = src[_tap_offset(0, K, width, dilation) :]
+        x1 = src[_tap_offset(1, K, width, dilation) :]
+        x2 = src[_tap_offset(2, K, width, dilation) :]
+        x3 = src[_tap_offset(3, K, width, dilation) :]
+        for t in range(T):
+            seg[t] = bv + (w0 * x0[t] + w1 * x1[t] + w2 * x2[t] + w3 * x3[t])
+        _accumulate_from(seg, wrow, src, K, width, dilation, 4)
+    elif M >= 2:
+        w0, w1 = wrow[0], wrow[1]
+        x0 = src[_tap_offset(0, K, width, dilation) :]
+        x1 = src[_tap_offset(1, K, width, dilation) :]
+        for t in range(T):
+            seg[t] = bv + (w0 * x0[t] + w1 * x1[t])
+        _accumulate_from(seg, wrow, src, K, width, dilation, 2)
+    else:
+        w0 = wrow[0]
+        x0 = src[_tap_offset(0, K, width, dilation) :]
+        for t in range(T):
+            seg[t] = bv + w0 * x0[t]
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _accumulate_from(seg, wrow, src, K, width, dilation, first):
+    """seg[t] += sum over taps m >= first, in blocks of four (see ``_accumulate``)."""
+    T = seg.shape[0]
+    M = wrow.shape[0]
+    m = first
     while m + 4 <= M:
         w0, w1, w2, w3 = wrow[m], wrow[m + 1], wrow[m + 2], wrow[m + 3]
         x0 = src[_tap_offset(m, K, width, dilation) :]
@@ -204,10 +238,7 @@ def _forward_item(item, x, shift, wflat, bias, groups, dilation, outf,
         for co in range(co_start, co_stop):
             base = (n * C_out + co) * L_out
             seg = outf[base + lo : base + hi]
-            bv = bias[co]
-            for t in range(hi - lo):
-                seg[t] = bv
-            _accumulate(seg, wflat[co], src, K, width, dilation)
+            _accumulate(seg, bias[co], wflat[co], src, K, width, dilation)
 
 
 @njit(**JIT_OPTIONS)
