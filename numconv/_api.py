@@ -77,6 +77,23 @@ def _forward_spec(x, weight, stride, padding, dilation, groups, padding_mode, dt
     )
 
 
+def _forward(xp, w, b, spec):
+    """The dispatcher's forward pass, or the bias alone when there is no input channel."""
+    if spec.C_in == 0:
+        # An empty sum, which kernels need not handle: every output is its bias.
+        y = np.empty((spec.N, spec.C_out, spec.L_out), spec.dtype)
+        y[...] = b[None, :, None]
+        return y
+    return _dispatch.forward(xp, w, b, spec)
+
+
+def _grad_padded_input(g, w, spec):
+    """The dispatcher's input gradient, or zeros when there is no output channel."""
+    if spec.C_out == 0:
+        return np.zeros((g.shape[0], spec.C_in, spec.L_padded), spec.dtype)
+    return _dispatch.grad_padded_input(g, w, spec)
+
+
 def _unbatch(arr, spec):
     return arr if spec.batched else arr[0]
 
@@ -121,7 +138,7 @@ def conv1d(
     xp = pad_input(_batched(x), spec)
     w = _kernel_array(weight, dtype)
     b = np.zeros(spec.C_out, dtype) if bias is None else _kernel_array(bias, dtype)
-    y = _dispatch.forward(xp, w, b, spec)
+    y = _forward(xp, w, b, spec)
     forward_without_padding_terms(_kernel_array(_batched(x), dtype), w, b, spec, y)
 
     return _unbatch(y, spec)
@@ -185,7 +202,7 @@ def conv1d_grad_input(
 
     g = _kernel_array(gb, dtype)
     w = _kernel_array(weight, dtype)
-    gx = fold_padding(_dispatch.grad_padded_input(g, w, spec), spec)
+    gx = fold_padding(_grad_padded_input(g, w, spec), spec)
 
     return gx if grad_output.ndim == 3 else gx[0]
 
@@ -295,7 +312,7 @@ def conv1d_backward(
     xp = pad_input(_batched(x), spec)
     w = _kernel_array(weight, dtype)
     g = _kernel_array(_batched(grad_output), dtype)
-    gx = fold_padding(_dispatch.grad_padded_input(g, w, spec), spec)
+    gx = fold_padding(_grad_padded_input(g, w, spec), spec)
     gw = _dispatch.grad_weight(xp, g, spec)
     grad_weight_without_padding_terms(_kernel_array(_batched(x), dtype), g, spec, gw)
     gb = _dispatch.grad_bias(g, dtype) if bias else None
@@ -396,7 +413,7 @@ def conv_transpose1d(
     )
 
     g = _kernel_array(xb, dtype)
-    gxp = _dispatch.grad_padded_input(g, _kernel_array(weight, dtype), spec)
+    gxp = _grad_padded_input(g, _kernel_array(weight, dtype), spec)
     y = np.ascontiguousarray(gxp[:, :, padding : padding + L_out])
     if bias is not None:
         y += _kernel_array(bias, dtype)[None, :, None]

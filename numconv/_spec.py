@@ -152,10 +152,12 @@ def result_dtype(*arrays):
     """float32 when every floating input is float32 and none is integer; else float64."""
     out = np.dtype(np.float32)
     for name, arr in arrays:
-        kind = arr.dtype.kind
-        if arr.dtype == np.float32:
+        # Byte order is only storage: big-endian float32 is float32.
+        dt = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
+        kind = dt.kind
+        if dt == np.float32:
             continue
-        if arr.dtype == np.float64 or kind in "biu":
+        if dt == np.float64 or kind in "biu":
             out = np.dtype(np.float64)
             continue
         raise TypeError(
@@ -170,6 +172,11 @@ def as_array(name, value):
     """Coerce an array-like to an ndarray without copying when it already is one."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask numconv would ignore; fill the "
+            f"masked values first, for example with {name}.filled(0)"
+        )
     if isinstance(value, np.ndarray):
         return value
     try:
