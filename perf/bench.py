@@ -187,10 +187,15 @@ def stream_bandwidth(n_bytes, repeats):
     return max(out.values()), out
 
 
-def measure_limits(long_run):
-    """Compute peak per dtype and copy bandwidth, measured now."""
-    n = 2048
-    repeats = 10 if long_run else 5
+def measure_limits(effort):
+    """Compute peak per dtype and copy bandwidth, measured now.
+
+    effort : "quick" (small and few, for smoke tests: the figures are low),
+    "default" or "long".
+    """
+    n = 1024 if effort == "quick" else 2048
+    repeats = {"quick": 2, "default": 5, "long": 10}[effort]
+    mib = 64 if effort == "quick" else 256
     limits = {"peak_gflops": {}, "peak_detail": {}}
     for dtype in ("float32", "float64"):
         gflops, times = blas_peak(dtype, n, repeats)
@@ -199,10 +204,10 @@ def measure_limits(long_run):
             "what": f"np.matmul {n} x {n}, best of {repeats}",
             "times_s": times,
         }
-    bandwidth, detail = stream_bandwidth(256 * 2**20, 20 if long_run else 10)
+    bandwidth, detail = stream_bandwidth(mib * 2**20, 2 * repeats)
     limits["bandwidth_gbs"] = bandwidth
     limits["bandwidth_detail"] = {
-        "what": "copy of 256 MiB, (read + write bytes) / best time",
+        "what": f"copy of {mib} MiB, (read + write bytes) / best time",
         "GB/s": detail,
     }
     return limits
@@ -647,12 +652,19 @@ def parse_args(argv):
     )
     parser.add_argument("--no-plot", action="store_true", help="write no PNG chart")
     parser.add_argument(
+        "--quick-limits",
+        action="store_true",
+        help="measure the limits briefly on small arrays, for smoke tests; the "
+        "figures then understate the machine",
+    )
+    parser.add_argument(
         "--markdown",
         type=Path,
         metavar="RESULTS_JSON",
         help="print a results file's table as Markdown (for the README); time nothing",
     )
     args = parser.parse_args(argv)
+    args.limits = "quick" if args.quick_limits else "long" if args.long else "default"
     if args.long:
         args.repeats = max(args.repeats, 15)
         args.min_time = max(args.min_time, 0.2)
@@ -706,6 +718,7 @@ def main(argv=None):
             "repeats": args.repeats,
             "min_time_s": args.min_time,
             "float64": args.float64,
+            "limits": args.limits,
             "slow_call_s": args.slow_call,
             "slow_repeats": args.slow_repeats,
             "shapes": [s.name for s in args.shape_list],
@@ -719,7 +732,7 @@ def main(argv=None):
     }
 
     progress("measuring the machine's limits (BLAS product, streaming copy)")
-    first_limits = measure_limits(args.long)
+    first_limits = measure_limits(args.limits)
     result["memory_probe"] = memory_probe()
     if not result["memory_probe"]["ok"]:
         progress(f"warning: tracemalloc probe failed: {result['memory_probe']}")
@@ -757,7 +770,7 @@ def main(argv=None):
     result["results"] = rows
 
     progress("measuring the machine's limits again")
-    result["limits"] = best_limits(first_limits, measure_limits(args.long))
+    result["limits"] = best_limits(first_limits, measure_limits(args.limits))
     for row in rows:
         add_limits(row, result["limits"])
     progress(limits_summary(result))
