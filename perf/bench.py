@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+# numconv first: importing it chooses Numba's threading layer.
 import numconv
 import numba
 from numba import njit, prange
@@ -62,12 +63,12 @@ TORCH_METHOD = {
 }
 
 MEMORY_METHOD = (
-    "tracemalloc peak during one untimed call, minus the traced memory before the "
-    "call, minus the bytes of the arrays the call returns. NumPy registers its "
-    "array buffers with tracemalloc and Numba's runtime allocates through "
-    "PyMem_RawMalloc, which tracemalloc also sees; the probe below checks both on "
-    "this run. Memory a library takes with its own allocator (for example BLAS "
-    "work buffers) is not seen."
+    "tracemalloc peak during one call outside the timed runs, minus the traced "
+    "memory before the call, minus the bytes of the arrays the call returns. "
+    "NumPy registers its array buffers with tracemalloc and Numba's runtime "
+    "allocates through PyMem_RawMalloc, which tracemalloc also sees; "
+    "memory_probe checks both on this run. Memory a library takes with its own "
+    "allocator (for example BLAS work buffers) is not seen."
 )
 
 
