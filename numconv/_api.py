@@ -10,7 +10,6 @@ import numpy as np
 
 from numconv import _dispatch
 from numconv._padding import (
-    fold_padding,
     forward_without_padding_terms,
     grad_weight_without_padding_terms,
     pad_input,
@@ -92,6 +91,13 @@ def _grad_padded_input(g, w, spec):
     if spec.C_out == 0:
         return np.zeros((g.shape[0], spec.C_in, spec.L_padded), spec.dtype)
     return _dispatch.grad_padded_input(g, w, spec)
+
+
+def _grad_input(g, w, spec):
+    """The input gradient (N, C_in, L) with the padding folded back onto x."""
+    if spec.C_out == 0:
+        return np.zeros((g.shape[0], spec.C_in, spec.L), spec.dtype)
+    return _dispatch.grad_input(g, w, spec)
 
 
 def _unbatch(arr, spec):
@@ -202,7 +208,7 @@ def conv1d_grad_input(
 
     g = _kernel_array(gb, dtype)
     w = _kernel_array(weight, dtype)
-    gx = fold_padding(_grad_padded_input(g, w, spec), spec)
+    gx = _grad_input(g, w, spec)
 
     return gx if grad_output.ndim == 3 else gx[0]
 
@@ -312,7 +318,7 @@ def conv1d_backward(
     xp = pad_input(_batched(x), spec)
     w = _kernel_array(weight, dtype)
     g = _kernel_array(_batched(grad_output), dtype)
-    gx = fold_padding(_grad_padded_input(g, w, spec), spec)
+    gx = _grad_input(g, w, spec)
     gw = _dispatch.grad_weight(xp, g, spec)
     grad_weight_without_padding_terms(_kernel_array(_batched(x), dtype), g, spec, gw)
     gb = _dispatch.grad_bias(g, dtype) if bias else None
