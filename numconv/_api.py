@@ -41,6 +41,9 @@ def _kernel_array(arr, dtype):
     Kernels are compiled for exactly this array type, so read-only or unaligned
     inputs are copied rather than compiled for again.
     """
+    flags = arr.flags
+    if arr.dtype == dtype and flags.c_contiguous and flags.aligned and flags.writeable:
+        return arr
     return np.require(arr, dtype=dtype, requirements=["C", "A", "W"])
 
 

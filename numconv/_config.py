@@ -21,7 +21,6 @@ cannot crash the process, and forked children still work. The lock is also
 taken whenever the user's own choice turns out to be ``workqueue``.
 """
 
-import contextlib
 import ctypes
 import glob
 import os
@@ -144,22 +143,35 @@ def needs_serialising():
     return _active_layer[0] == "workqueue"
 
 
-@contextlib.contextmanager
-def kernel_guard():
+class kernel_guard:
     """Wrap every kernel launch: waits out a fork, and holds ``KERNEL_LOCK``
-    when the layer cannot take concurrent launches."""
-    global _running
-    launches = _launches
-    with launches:
-        launches.wait_for(lambda: not _forking)
-        _running += 1
-    try:
-        if needs_serialising():
-            with KERNEL_LOCK:
-                yield
-        else:
-            yield
-    finally:
+    when the layer cannot take concurrent launches.
+
+    A small class rather than a generator-based context manager: it runs
+    several times per call, and small calls are dominated by such overheads.
+    """
+
+    __slots__ = ("_launches", "_lock")
+
+    def __enter__(self):
+        global _running
+        self._launches = launches = _launches
+        with launches:
+            if _forking:
+                launches.wait_for(lambda: not _forking)
+            _running += 1
+        self._lock = KERNEL_LOCK if needs_serialising() else None
+        if self._lock is not None:
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        global _running
+        if self._lock is not None:
+            self._lock.release()
+        launches = self._launches
         with launches:
             _running -= 1
-            launches.notify_all()
+            if _forking:
+                launches.notify_all()
+        return False

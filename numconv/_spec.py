@@ -204,7 +204,40 @@ def check_padding_mode(padding_mode):
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
 
 
-def build_spec(
+def _exact_key(value):
+    """A hash key that tells apart values that compare equal across types (1, 1.0,
+    True), so a cached spec is only reused for arguments validation accepted."""
+    if isinstance(value, tuple):
+        return (tuple, tuple(_exact_key(v) for v in value))
+    return (type(value), value)
+
+
+_spec_cache = {}
+_SPEC_CACHE_SIZE = 512
+
+
+def build_spec(**kwargs):
+    """Check one convolution's hyper-parameters against its shapes; return a ConvSpec.
+
+    Training loops call with the same arguments again and again, so valid specs
+    are remembered: validation then costs one dictionary look-up. Only accepted
+    arguments are cached; anything unhashable (lists) is validated afresh.
+    """
+    try:
+        key = tuple(sorted((name, _exact_key(v)) for name, v in kwargs.items()))
+        hash(key)
+    except TypeError:
+        return _build_spec(**kwargs)
+    spec = _spec_cache.get(key)
+    if spec is None:
+        spec = _build_spec(**kwargs)
+        if len(_spec_cache) >= _SPEC_CACHE_SIZE:
+            _spec_cache.clear()
+        _spec_cache[key] = spec
+    return spec
+
+
+def _build_spec(
     *,
     N,
     C_in,
