@@ -133,6 +133,34 @@ def test_strided_split_keeps_ieee_semantics():
     np.testing.assert_array_equal(y, np.zeros_like(y))
 
 
+@pytest.mark.parametrize("stride, K", [(2, 3), (4, 2)])
+def test_strided_input_gradient_writes_every_scratch_column(stride, K):
+    # The phase scratch is not zeroed up front. A first call leaves NaN in the
+    # freed scratch memory, which the allocator hands back to the second call;
+    # any column the second call neither overwrites nor zeroes (positions no
+    # output reaches, phases without taps, block tails) would show up as NaN.
+    rng = np.random.default_rng(8)
+    N, C_in, C_out, L = 2, 8, 6, 301
+    w = rng.standard_normal((C_out, C_in, K)).astype(np.float32)
+    L_out = (L - K) // stride + 1
+    g = rng.standard_normal((N, C_out, L_out)).astype(np.float32)
+    wt = gemm.tap_major(w)
+    block = gemm.time_block(N, -(-L // stride))
+    out = np.empty((N, C_in, L), np.float32)
+    with _blas.single_threaded():
+        gemm.grad_input_kernel(np.full_like(g, np.nan), wt, 1, stride, 1, block, out)
+        assert np.isnan(out).any()
+        gemm.grad_input_kernel(g, wt, 1, stride, 1, block, out)
+
+    with _dispatch.force("direct"):
+        expected = numconv.conv1d_grad_input(g, w, L, stride=stride)
+    scale = numconv.conv1d_grad_input(
+        np.abs(g).astype(np.float64), np.abs(w).astype(np.float64), L, stride=stride
+    )
+    assert np.isfinite(out).all()
+    assert_close(out, expected, 2 * scale, np.float32, "grad_input")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weight_gradient_is_bitwise_deterministic_across_threads(dtype):
     rng = np.random.default_rng(3)
