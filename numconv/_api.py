@@ -80,9 +80,10 @@ def _forward_spec(x, weight, stride, padding, dilation, groups, padding_mode, dt
 
 
 def _forward(xp, w, b, spec):
-    """The dispatcher's forward pass, or the bias alone when there is no input channel."""
+    """The dispatcher's forward pass, or the bias alone when C_in is 0."""
     if spec.C_in == 0:
-        # An empty sum, which kernels need not handle: every output is its bias.
+        # An empty sum: every output is its bias. Not left to the kernels, whose
+        # loops over taps would then write nothing into the output.
         y = np.empty((spec.N, spec.C_out, spec.L_out), spec.dtype)
         y[...] = b[None, :, None]
         return y

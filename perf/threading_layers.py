@@ -117,7 +117,9 @@ def worker(callers, min_seconds):
             concurrent_steps=steps,
         )
     layer = numba.threading_layer()
-    print(json.dumps(dict(layer=layer, threads=numba.get_num_threads(), results=results)))
+    print(
+        json.dumps(dict(layer=layer, threads=numba.get_num_threads(), results=results))
+    )
 
 
 def measure(layer, callers, min_seconds):

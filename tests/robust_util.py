@@ -25,12 +25,36 @@ SETTINGS = {
     "dilated": (2, 2, 4, 257, 3, dict(dilation=4, padding="same"), np.float32, True),
     "grouped": (2, 6, 9, 150, 4, dict(groups=3, padding="causal"), np.float32, True),
     "depthwise": (3, 8, 8, 513, 9, dict(groups=8, padding=4), np.float32, True),
-    "reflect": (2, 3, 2, 90, 5, dict(padding=4, padding_mode="reflect"), np.float32, True),
-    "replicate": (
-        2, 2, 3, 64, 6, dict(padding=(5, 1), padding_mode="replicate", stride=2),
-        np.float64, True,
+    "reflect": (
+        2,
+        3,
+        2,
+        90,
+        5,
+        dict(padding=4, padding_mode="reflect"),
+        np.float32,
+        True,
     ),
-    "circular": (2, 3, 3, 70, 3, dict(padding=2, padding_mode="circular"), np.float32, True),
+    "replicate": (
+        2,
+        2,
+        3,
+        64,
+        6,
+        dict(padding=(5, 1), padding_mode="replicate", stride=2),
+        np.float64,
+        True,
+    ),
+    "circular": (
+        2,
+        3,
+        3,
+        70,
+        3,
+        dict(padding=2, padding_mode="circular"),
+        np.float32,
+        True,
+    ),
     "unbatched": (1, 3, 4, 128, 5, dict(padding="same", dilation=2), np.float32, False),
     "long": (1, 1, 2, 20_000, 31, dict(padding=15), np.float32, True),
     "wide": (8, 32, 32, 256, 3, dict(padding=1), np.float32, True),
@@ -80,7 +104,9 @@ def run_ops(setting, arrays, family=None):
         kwargs.get("padding", 0), int
     ):
         # conv_transpose1d of g with the same weight: the input gradient's kernel.
-        ct_kwargs = {k: kwargs[k] for k in ("stride", "dilation", "groups") if k in kwargs}
+        ct_kwargs = {
+            k: kwargs[k] for k in ("stride", "dilation", "groups") if k in kwargs
+        }
         ops["transpose"] = lambda: numconv.conv_transpose1d(
             g, w, None, padding=kwargs.get("padding", 0), **ct_kwargs
         )
@@ -93,14 +119,16 @@ def run_ops(setting, arrays, family=None):
             except NotImplementedError:
                 continue
             if isinstance(result, tuple):
-                out.update({f"{name}.{field}": r for field, r in zip(result._fields, result)})
+                out.update(
+                    {f"{name}.{field}": r for field, r in zip(result._fields, result)}
+                )
             else:
                 out[name] = result
     return out
 
 
 def digest(results):
-    """A hash of every result's bytes, dtype and shape, for comparing across processes."""
+    """A hash of every result's bytes, dtype and shape, to compare across processes."""
     h = hashlib.sha256()
     for name in sorted(results):
         arr = np.ascontiguousarray(results[name])

@@ -1,4 +1,4 @@
-"""Concurrency and processes: many Python threads, fork and spawn children, thread counts.
+"""Concurrency and processes: Python threads, fork and spawn children, thread counts.
 
 The stress and process checks run in a child Python process, so an abort (as
 Numba's ``workqueue`` layer does on concurrent launches) or a deadlock shows up
@@ -95,7 +95,9 @@ def stress(seconds, n_threads):
         except BaseException as err:  # reported to the parent test
             errors.append(f"thread {i}: {err!r}")
 
-    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_threads)]
+    workers = [
+        threading.Thread(target=work, args=(i,), daemon=True) for i in range(n_threads)
+    ]
     start = time.perf_counter()
     for t in workers:
         t.start()
@@ -206,7 +208,9 @@ def test_eight_threads_match_single_threaded():
 
 def test_workqueue_layer_is_serialised():
     """The user asks for workqueue: numconv must take its lock, not abort."""
-    report = run_child("stress", 3, N_THREADS, env={"NUMBA_THREADING_LAYER": "workqueue"})
+    report = run_child(
+        "stress", 3, N_THREADS, env={"NUMBA_THREADING_LAYER": "workqueue"}
+    )
 
     assert report["layer"] == "workqueue" and report["choice"] == "user", report
     check_stress(report, 3)
@@ -277,7 +281,9 @@ def test_set_num_threads_is_followed(family):
         numba.set_num_threads(1)
         mine, others = work_by_thread(family)
         assert mine > 10, "the calls were too short to measure"
-        assert others <= 2, f"other threads used {others} ticks with 1 thread (mine {mine})"
+        assert others <= 2, (
+            f"other threads used {others} ticks with 1 thread (mine {mine})"
+        )
         if numba.config.NUMBA_NUM_THREADS >= 2:
             numba.set_num_threads(2)
             mine, others = work_by_thread(family)

@@ -42,7 +42,9 @@ def test_bitwise_repeatable_across_runs_and_threads(family, name):
             runs += 1
         numba.set_num_threads(1)
         for i in range(2):
-            again = run_ops(setting, [shifted_copy(a, 3 * i + 1) for a in arrays], family)
+            again = run_ops(
+                setting, [shifted_copy(a, 3 * i + 1) for a in arrays], family
+            )
             problem = first_difference(first, again)
             assert problem is None, f"1 thread against {two}: {problem}"
             runs += 1

@@ -36,9 +36,19 @@ def hang_guard():
     faulthandler.cancel_dump_traceback_later()
 
 
-# -- arbitrary values -------------------------------------------------------------------
+# -- arbitrary values ------------------------------------------------------------------
 
-ODD_DTYPES = ["float16", "complex64", ">f4", ">f8", "int8", "uint64", "bool", "object", "U2"]
+ODD_DTYPES = [
+    "float16",
+    "complex64",
+    ">f4",
+    ">f8",
+    "int8",
+    "uint64",
+    "bool",
+    "object",
+    "U2",
+]
 
 
 def arrays_of_any_kind():
@@ -121,14 +131,16 @@ def any_padding_argument():
 
 def any_mode_argument():
     return st.one_of(
-        st.sampled_from(["zeros", "reflect", "replicate", "circular", "Zeros", "", "wrap"]),
+        st.sampled_from(
+            ["zeros", "reflect", "replicate", "circular", "Zeros", "", "wrap"]
+        ),
         st.none(),
         st.integers(),
         st.text(max_size=8),
     )
 
 
-# -- the documented forms, parsed independently of numconv -------------------------------
+# -- the documented forms, parsed independently of numconv -----------------------------
 
 
 def parse_int(value, minimum):
@@ -171,12 +183,16 @@ def numeric(value):
         arr = np.asarray(value)
     except (ValueError, TypeError):
         return None
-    if arr.dtype.kind not in "biuf" or arr.dtype.itemsize > 8 or arr.dtype == np.float16:
+    if (
+        arr.dtype.kind not in "biuf"
+        or arr.dtype.itemsize > 8
+        or arr.dtype == np.float16
+    ):
         return None
     return arr.astype(np.float64)
 
 
-# -- the fuzz tests ---------------------------------------------------------------------
+# -- the fuzz tests --------------------------------------------------------------------
 
 
 def mutate(data, args, pools):
@@ -267,9 +283,18 @@ def common_pools():
 
 
 KINDS = dict(
-    x="array", weight="array", bias="array", grad_output="array", stride="int",
-    dilation="int", groups="int", input_length="int", kernel_size="int",
-    output_padding="int", padding="padding", padding_mode="mode",
+    x="array",
+    weight="array",
+    bias="array",
+    grad_output="array",
+    stride="int",
+    dilation="int",
+    groups="int",
+    input_length="int",
+    kernel_size="int",
+    output_padding="int",
+    padding="padding",
+    padding_mode="mode",
 )
 
 
@@ -298,7 +323,9 @@ def test_fuzz_conv1d(case, data, hang_guard):
     assert params is not None, f"accepted undocumented arguments {replaced}: {args}"
     xb = x if x.ndim == 3 else x[None]
     ref = reference.conv1d(xb, w, b, *params)
-    scale = reference.conv1d(np.abs(xb), np.abs(w), None if b is None else np.abs(b), *params)
+    scale = reference.conv1d(
+        np.abs(xb), np.abs(w), None if b is None else np.abs(b), *params
+    )
     ref, scale = (ref, scale) if x.ndim == 3 else (ref[0], scale[0])
     assert y.shape == ref.shape, (y.shape, ref.shape)
     finite = np.isfinite(scale)
@@ -307,12 +334,16 @@ def test_fuzz_conv1d(case, data, hang_guard):
 
 @given(case=cases(), data=st.data())
 def test_fuzz_backward(case, data, hang_guard):
-    args = dict(x=case.x, weight=case.weight, grad_output=case.grad_output, **case.kwargs)
+    args = dict(
+        x=case.x, weight=case.weight, grad_output=case.grad_output, **case.kwargs
+    )
     pools = dict(
         x=any_array_argument(case.x),
         weight=any_array_argument(case.weight),
         grad_output=any_array_argument(case.grad_output),
-        bias=st.one_of(st.booleans(), st.none(), st.integers(0, 1), st.text(max_size=2)),
+        bias=st.one_of(
+            st.booleans(), st.none(), st.integers(0, 1), st.text(max_size=2)
+        ),
         **common_pools(),
     )
     replaced = mutate(data, args, pools)
@@ -322,7 +353,9 @@ def test_fuzz_backward(case, data, hang_guard):
     if grads is None:
         return
     x, w, g = (numeric(args[k]) for k in ("x", "weight", "grad_output"))
-    assert all(v is not None for v in (x, w, g)), f"accepted non-numeric input {replaced}"
+    assert all(v is not None for v in (x, w, g)), (
+        f"accepted non-numeric input {replaced}"
+    )
     params = hyper(args, x.shape[-1], w.shape[-1])
     assert params is not None, f"accepted undocumented arguments {replaced}: {args}"
     dtype = expected_dtype(args["x"], args["weight"], args["grad_output"])
@@ -337,11 +370,18 @@ def test_fuzz_backward(case, data, hang_guard):
     ok = np.isfinite(scale_gx)
     assert_close(gx[ok], ref_gx[ok], scale_gx[ok], dtype, "fuzzed grad input")
     ok = np.isfinite(scale_gw)
-    assert_close(grads.weight[ok], ref_gw[ok], scale_gw[ok], dtype, "fuzzed grad weight")
+    assert_close(
+        grads.weight[ok], ref_gw[ok], scale_gw[ok], dtype, "fuzzed grad weight"
+    )
     if args.get("bias", True):
         assert grads.bias.shape == (w.shape[0],)
-        assert_close(grads.bias, reference.grad_bias(gb), reference.grad_bias(np.abs(gb)),
-                     dtype, "fuzzed grad bias")
+        assert_close(
+            grads.bias,
+            reference.grad_bias(gb),
+            reference.grad_bias(np.abs(gb)),
+            dtype,
+            "fuzzed grad bias",
+        )
     else:
         assert grads.bias is None
 
@@ -349,13 +389,18 @@ def test_fuzz_backward(case, data, hang_guard):
 @given(case=cases(), data=st.data())
 def test_fuzz_grad_input_and_weight(case, data, hang_guard):
     args_i = dict(
-        grad_output=case.grad_output, weight=case.weight, input_length=case.L,
+        grad_output=case.grad_output,
+        weight=case.weight,
+        input_length=case.L,
         **case.kwargs,
     )
-    args_w = dict(x=case.x, grad_output=case.grad_output, kernel_size=case.K, **case.kwargs)
+    args_w = dict(
+        x=case.x, grad_output=case.grad_output, kernel_size=case.K, **case.kwargs
+    )
     pools = common_pools()
     replaced_i = mutate(
-        data, args_i,
+        data,
+        args_i,
         dict(
             grad_output=any_array_argument(case.grad_output),
             weight=any_array_argument(case.weight),
@@ -364,7 +409,8 @@ def test_fuzz_grad_input_and_weight(case, data, hang_guard):
         ),
     )
     replaced_w = mutate(
-        data, args_w,
+        data,
+        args_w,
         dict(
             x=any_array_argument(case.x),
             grad_output=any_array_argument(case.grad_output),
@@ -379,7 +425,9 @@ def test_fuzz_grad_input_and_weight(case, data, hang_guard):
     if gx is not None:
         g, w = numeric(args_i["grad_output"]), numeric(args_i["weight"])
         L = parse_int(args_i["input_length"], 0)
-        assert all(v is not None for v in (g, w, L)), f"accepted undocumented input {replaced_i}"
+        assert all(v is not None for v in (g, w, L)), (
+            f"accepted undocumented input {replaced_i}"
+        )
         params = hyper(args_i, L, w.shape[-1])
         assert params is not None, f"accepted undocumented arguments {replaced_i}"
         gb = g if g.ndim == 3 else g[None]
@@ -393,7 +441,9 @@ def test_fuzz_grad_input_and_weight(case, data, hang_guard):
     if gw is not None:
         x, g = numeric(args_w["x"]), numeric(args_w["grad_output"])
         K = parse_int(args_w["kernel_size"], 1)
-        assert all(v is not None for v in (x, g, K)), f"accepted undocumented input {replaced_w}"
+        assert all(v is not None for v in (x, g, K)), (
+            f"accepted undocumented input {replaced_w}"
+        )
         params = hyper(args_w, x.shape[-1], K)
         assert params is not None, f"accepted undocumented arguments {replaced_w}"
         xb, gb = (x, g) if x.ndim == 3 else (x[None], g[None])
@@ -408,24 +458,37 @@ def test_fuzz_grad_input_and_weight(case, data, hang_guard):
 @given(case=cases(), data=st.data())
 def test_fuzz_grad_bias_and_transpose(case, data, hang_guard):
     args_b = dict(grad_output=case.grad_output)
-    replaced_b = mutate(data, args_b, dict(grad_output=any_array_argument(case.grad_output)))
+    replaced_b = mutate(
+        data, args_b, dict(grad_output=any_array_argument(case.grad_output))
+    )
     gb = call_and_check(numconv.conv1d_grad_bias, args_b, replaced_b, KINDS)
     if gb is not None:
         g = numeric(args_b["grad_output"])
         assert g is not None and g.ndim in (2, 3)
         g3 = g if g.ndim == 3 else g[None]
-        assert_close(gb, reference.grad_bias(g3), reference.grad_bias(np.abs(g3)) + 1e-300,
-                     gb.dtype, "fuzzed grad_bias")
+        assert_close(
+            gb,
+            reference.grad_bias(g3),
+            reference.grad_bias(np.abs(g3)) + 1e-300,
+            gb.dtype,
+            "fuzzed grad_bias",
+        )
 
     # conv_transpose1d: grad_output plays x, the conv weight is its weight.
     kw = case.kwargs
     args_t = dict(
-        x=case.grad_output, weight=case.weight, bias=None, stride=kw["stride"],
-        padding=data.draw(st.integers(0, 3)), output_padding=0, groups=kw["groups"],
+        x=case.grad_output,
+        weight=case.weight,
+        bias=None,
+        stride=kw["stride"],
+        padding=data.draw(st.integers(0, 3)),
+        output_padding=0,
+        groups=kw["groups"],
         dilation=kw["dilation"],
     )
     replaced_t = mutate(
-        data, args_t,
+        data,
+        args_t,
         dict(
             x=any_array_argument(case.grad_output),
             weight=any_array_argument(case.weight),
@@ -443,8 +506,13 @@ def test_fuzz_grad_bias_and_transpose(case, data, hang_guard):
     x, w, b = (numeric(args_t[k]) for k in ("x", "weight", "bias"))
     stride, dilation, groups, p, op = (
         parse_int(args_t[k], m)
-        for k, m in (("stride", 1), ("dilation", 1), ("groups", 1), ("padding", 0),
-                     ("output_padding", 0))
+        for k, m in (
+            ("stride", 1),
+            ("dilation", 1),
+            ("groups", 1),
+            ("padding", 0),
+            ("output_padding", 0),
+        )
     )
     assert all(v is not None for v in (x, w, stride, dilation, groups, p, op)), (
         f"accepted undocumented arguments {replaced_t}: {args_t}"
@@ -453,8 +521,9 @@ def test_fuzz_grad_bias_and_transpose(case, data, hang_guard):
     K = w.shape[-1]
     L_out = (xb.shape[-1] - 1) * stride - 2 * p + dilation * (K - 1) + op + 1
     ref = reference.grad_input(xb, w, L_out, stride, p, p, dilation, groups, "zeros")
-    scale = reference.grad_input(np.abs(xb), np.abs(w), L_out, stride, p, p, dilation,
-                                 groups, "zeros")
+    scale = reference.grad_input(
+        np.abs(xb), np.abs(w), L_out, stride, p, p, dilation, groups, "zeros"
+    )
     if b is not None:
         ref = ref + b[None, :, None]
         scale = scale + np.abs(b)[None, :, None]
@@ -464,7 +533,7 @@ def test_fuzz_grad_bias_and_transpose(case, data, hang_guard):
     assert_close(got[ok], ref[ok], scale[ok], yt.dtype, "fuzzed conv_transpose1d")
 
 
-# -- unusual arrays -----------------------------------------------------------------------
+# -- unusual arrays --------------------------------------------------------------------
 
 X = np.random.default_rng(1).standard_normal((3, 4, 30)).astype(np.float32)
 W = np.random.default_rng(2).standard_normal((6, 4, 5)).astype(np.float32)
@@ -508,7 +577,11 @@ def test_memory_mapped_inputs(tmp_path, mode):
     for name, arr in dict(x=X, w=W, b=B, g=G).items():
         path = tmp_path / f"{name}.bin"
         arr.tofile(path)
-        maps[name] = (path, file_digest(path), np.memmap(path, arr.dtype, mode, shape=arr.shape))
+        maps[name] = (
+            path,
+            file_digest(path),
+            np.memmap(path, arr.dtype, mode, shape=arr.shape),
+        )
 
     got = all_results(*(maps[k][2] for k in ("x", "w", "b", "g")))
 
@@ -571,11 +644,16 @@ def test_nested_lists_and_integer_input():
     xi = (X * 4).astype(np.int32)
     y = numconv.conv1d(xi, W, padding=2)
     assert y.dtype == np.float64
-    np.testing.assert_allclose(y, numconv.conv1d(xi.astype(np.float64), W.astype(np.float64),
-                                                 padding=2), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        y,
+        numconv.conv1d(xi.astype(np.float64), W.astype(np.float64), padding=2),
+        rtol=0,
+        atol=0,
+    )
     yb = numconv.conv1d(X > 0, W > 0, padding=2)
-    ref = reference.conv1d((X > 0).astype(float), (W > 0).astype(float), None, 1, 2, 2, 1, 1,
-                           "zeros")
+    ref = reference.conv1d(
+        (X > 0).astype(float), (W > 0).astype(float), None, 1, 2, 2, 1, 1, "zeros"
+    )
     np.testing.assert_array_equal(yb, ref)
 
 
@@ -612,8 +690,10 @@ def test_scalars_none_and_ragged_lists_are_refused_by_name(arg, value, exc):
     assert arg in str(info.value)
 
 
-@pytest.mark.parametrize("fn_name", ["conv1d_grad_bias", "conv1d_grad_input",
-                                     "conv1d_backward", "conv_transpose1d"])
+@pytest.mark.parametrize(
+    "fn_name",
+    ["conv1d_grad_bias", "conv1d_grad_input", "conv1d_backward", "conv_transpose1d"],
+)
 @pytest.mark.parametrize("value", [None, 1.0, np.ones(()), [[1.0], [1.0, 2.0]], "g"])
 def test_bad_grad_output_and_transpose_input_refused(fn_name, value):
     fn = getattr(numconv, fn_name)
@@ -675,7 +755,7 @@ def test_zero_length_axes():
     assert checked == len(shapes) + 3
 
 
-# -- inputs untouched, outputs not aliased ---------------------------------------------------
+# -- inputs untouched, outputs not aliased ---------------------------------------------
 
 
 def snapshot(arr):
@@ -713,8 +793,9 @@ def test_inputs_unchanged_and_outputs_never_alias(name):
     results.update({f"backward.{k}": v for k, v in zip(grads._fields, grads)})
     if isinstance(kwargs.get("padding", 0), int) and "padding_mode" not in kwargs:
         ct = {k: v for k, v in kwargs.items() if k in ("stride", "dilation", "groups")}
-        results["transpose"] = numconv.conv_transpose1d(g, w, None, padding=kwargs.get("padding", 0),
-                                                        **ct)
+        results["transpose"] = numconv.conv_transpose1d(
+            g, w, None, padding=kwargs.get("padding", 0), **ct
+        )
 
     for k, v in inputs.items():
         assert snapshot(v) == before[k], f"{k} was modified"
@@ -728,37 +809,82 @@ def test_inputs_unchanged_and_outputs_never_alias(name):
             assert not np.shares_memory(a, c), "backward results share memory"
 
 
-# -- absurd sizes --------------------------------------------------------------------------
+# -- absurd sizes ----------------------------------------------------------------------
 
 ABSURD = [
     # (id, call, words the message must contain)
     ("stride_2**32", lambda: numconv.conv1d(X, W, stride=2**32), ["stride"]),
     ("dilation_2**32", lambda: numconv.conv1d(X, W, dilation=2**32), ["dilation"]),
     ("padding_2**40", lambda: numconv.conv1d(X, W, padding=2**40), ["padding"]),
-    ("padding_pair_2**40", lambda: numconv.conv1d(X, W, padding=(0, 2**40)), ["padding"]),
-    ("padding_2**40_empty_batch", lambda: numconv.conv1d(X[:0], W, padding=2**40),
-     ["padding"]),
-    ("output_beyond_memory",
-     lambda: numconv.conv1d(np.ones((1, 1, 30), np.float32), np.ones((4096, 1, 5),
-                            np.float32), padding=2**20), ["output", "padding"]),
-    ("replicate_index_map_empty_batch", lambda: numconv.conv1d_grad_input(
-        np.ones((0, 6, 2**32 + 24), np.float32), W, 30, padding=2**31 - 1,
-        padding_mode="replicate"), ["padding index map", "padding="]),
-    ("backward_stride", lambda: numconv.conv1d_backward(X, W, G, stride=2**40), ["stride"]),
-    ("grad_input_length", lambda: numconv.conv1d_grad_input(G, W, 2**45), ["input_length"]),
-    ("grad_input_huge_L", lambda: numconv.conv1d_grad_input(G[:, :, :1], W, 2**38,
-                                                            stride=2**20),
-     ["L=274877906944"]),
-    ("grad_weight_kernel", lambda: numconv.conv1d_grad_weight(X, G, 2**40), ["kernel_size"]),
-    ("transpose_stride", lambda: numconv.conv_transpose1d(G, W, stride=2**32), ["stride"]),
-    ("transpose_output", lambda: numconv.conv_transpose1d(np.ones((64, 6, 4000), np.float32),
-                                                          W, stride=2**24), ["output",
-                                                                               "stride"]),
+    (
+        "padding_pair_2**40",
+        lambda: numconv.conv1d(X, W, padding=(0, 2**40)),
+        ["padding"],
+    ),
+    (
+        "padding_2**40_empty_batch",
+        lambda: numconv.conv1d(X[:0], W, padding=2**40),
+        ["padding"],
+    ),
+    (
+        "output_beyond_memory",
+        lambda: numconv.conv1d(
+            np.ones((1, 1, 30), np.float32),
+            np.ones((4096, 1, 5), np.float32),
+            padding=2**20,
+        ),
+        ["output", "padding"],
+    ),
+    (
+        "replicate_index_map_empty_batch",
+        lambda: numconv.conv1d_grad_input(
+            np.ones((0, 6, 2**32 + 24), np.float32),
+            W,
+            30,
+            padding=2**31 - 1,
+            padding_mode="replicate",
+        ),
+        ["padding index map", "padding="],
+    ),
+    (
+        "backward_stride",
+        lambda: numconv.conv1d_backward(X, W, G, stride=2**40),
+        ["stride"],
+    ),
+    (
+        "grad_input_length",
+        lambda: numconv.conv1d_grad_input(G, W, 2**45),
+        ["input_length"],
+    ),
+    (
+        "grad_input_huge_L",
+        lambda: numconv.conv1d_grad_input(G[:, :, :1], W, 2**38, stride=2**20),
+        ["L=274877906944"],
+    ),
+    (
+        "grad_weight_kernel",
+        lambda: numconv.conv1d_grad_weight(X, G, 2**40),
+        ["kernel_size"],
+    ),
+    (
+        "transpose_stride",
+        lambda: numconv.conv_transpose1d(G, W, stride=2**32),
+        ["stride"],
+    ),
+    (
+        "transpose_output",
+        lambda: numconv.conv_transpose1d(
+            np.ones((64, 6, 4000), np.float32), W, stride=2**24
+        ),
+        ["output", "stride"],
+    ),
     ("groups_2**63", lambda: numconv.conv1d(X, W, groups=2**63), ["groups"]),
 ]
 
 
-@pytest.mark.parametrize("call, words", [a[1:] for a in ABSURD], ids=[a[0] for a in ABSURD])
+@pytest.mark.parametrize(
+    "call, words", [a[1:] for a in ABSURD], ids=[a[0] for a in ABSURD]
+)
 def test_absurd_sizes_refused_before_allocating(call, words, monkeypatch):
     # The same verdicts on any machine: pretend it has 8 GiB.
     monkeypatch.setattr(numconv._spec, "physical_memory", lambda: 2**33)

@@ -1,4 +1,4 @@
-"""Numerics: NaN and Inf stay local, float32 accuracy on long sums, overflow, subnormals.
+"""Numerics: NaN and Inf stay local; float32 accuracy; overflow; subnormals.
 
 Every check runs on every algorithm family (forced one by one; an operation a
 family does not run is skipped) and on the dispatcher's own choice.
@@ -34,11 +34,14 @@ EPS32 = float(np.finfo(np.float32).eps)
 def one_blas_thread():
     """The references' many small NumPy matrix products run six times faster on
     one BLAS thread than with BLAS threads competing with numconv's."""
-    limit = threadpool_limits(1, "blas") if threadpool_limits else contextlib.nullcontext()
+    limit = (
+        threadpool_limits(1, "blas") if threadpool_limits else contextlib.nullcontext()
+    )
     with limit:
         yield
 
-# -- NaN and Inf locality ---------------------------------------------------------------
+
+# -- NaN and Inf locality --------------------------------------------------------------
 
 # Codes for the class of each value.
 FINITE, NAN, POS_INF, NEG_INF = 0, 1, 2, 3
@@ -167,7 +170,10 @@ def run_locality_case(family, N, name, mode, where, special, rng):
     """One placement of one special value; returns the operations that ran."""
     C_in, C_out, L, K, stride, dilation, (left, right), groups = LOCALITY_CONVS[name]
     kwargs = dict(
-        stride=stride, padding=(left, right), dilation=dilation, groups=groups,
+        stride=stride,
+        padding=(left, right),
+        dilation=dilation,
+        groups=groups,
         padding_mode=mode,
     )
     A = tap_map(L, K, stride, dilation, left, right, mode)
@@ -189,8 +195,13 @@ def run_locality_case(family, N, name, mode, where, special, rng):
 
     def per_group(fn):
         """Stack a per-group computation over the channel axis it returns."""
-        return [fn(slice(q * C_in_g, (q + 1) * C_in_g), slice(q * C_out_g, (q + 1) * C_out_g))
-                for q in range(groups)]
+        return [
+            fn(
+                slice(q * C_in_g, (q + 1) * C_in_g),
+                slice(q * C_out_g, (q + 1) * C_out_g),
+            )
+            for q in range(groups)
+        ]
 
     ran = []
     with maybe_forced(family):
@@ -199,7 +210,9 @@ def run_locality_case(family, N, name, mode, where, special, rng):
         except NotImplementedError:
             y = None
         if y is not None:
-            parts = per_group(lambda ci, co: spread(x_special[:, ci], w[co], A, "nci,tki,ock->not"))
+            parts = per_group(
+                lambda ci, co: spread(x_special[:, ci], w[co], A, "nci,tki,ock->not")
+            )
             counts = [np.concatenate([p[j] for p in parts], axis=1) for j in range(3)]
             check_class("forward", y, expected_class(*counts), context)
             ran.append("forward")
@@ -209,7 +222,9 @@ def run_locality_case(family, N, name, mode, where, special, rng):
         except NotImplementedError:
             gx = None
         if gx is not None:
-            parts = per_group(lambda ci, co: spread(g_special[:, co], w[co], A, "not,tki,ock->nci"))
+            parts = per_group(
+                lambda ci, co: spread(g_special[:, co], w[co], A, "not,tki,ock->nci")
+            )
             counts = [np.concatenate([p[j] for p in parts], axis=1) for j in range(3)]
             check_class("grad_input", gx, expected_class(*counts), context)
             ran.append("grad_input")
@@ -223,9 +238,13 @@ def run_locality_case(family, N, name, mode, where, special, rng):
             except NotImplementedError:
                 continue
             if special_first:
-                parts = per_group(lambda ci, co: spread(xx[:, ci], gg[:, co], A, subscripts))
+                parts = per_group(
+                    lambda ci, co: spread(xx[:, ci], gg[:, co], A, subscripts)
+                )
             else:
-                parts = per_group(lambda ci, co: spread(gg[:, co], xx[:, ci], A, subscripts))
+                parts = per_group(
+                    lambda ci, co: spread(gg[:, co], xx[:, ci], A, subscripts)
+                )
             counts = [np.concatenate([p[j] for p in parts], axis=0) for j in range(3)]
             check_class(label, gw, expected_class(*counts), context)
             ran.append(label)
@@ -277,7 +296,9 @@ def test_padding_zeros_never_turn_inf_into_nan(family):
         LOCALITY_CONVS.items(), SPECIALS, ("first", "last")
     ):
         C_in, C_out, L, K, stride, dilation, (left, right), groups = conv
-        kwargs = dict(stride=stride, padding=(left, right), dilation=dilation, groups=groups)
+        kwargs = dict(
+            stride=stride, padding=(left, right), dilation=dilation, groups=groups
+        )
         A = tap_map(L, K, stride, dilation, left, right, "zeros")
         C_in_g, C_out_g = C_in // groups, C_out // groups
         x = nonzero_finite(rng, (3, C_in, L), np.float32)
@@ -301,19 +322,24 @@ def test_padding_zeros_never_turn_inf_into_nan(family):
             for q in range(groups)
         ]
         if y is not None:
-            parts = [spread(w[co], x[:, ci], A, "ock,tki,nci->not") for ci, co in groups_of]
+            parts = [
+                spread(w[co], x[:, ci], A, "ock,tki,nci->not") for ci, co in groups_of
+            ]
             counts = [np.concatenate([p[j] for p in parts], axis=1) for j in range(3)]
             check_class("forward(special weight)", y, expected_class(*counts), context)
             ran += 1
         if gw is not None:
-            parts = [spread(g[:, co], x[:, ci], A, "not,tki,nci->ock") for ci, co in groups_of]
+            parts = [
+                spread(g[:, co], x[:, ci], A, "not,tki,nci->ock")
+                for ci, co in groups_of
+            ]
             counts = [np.concatenate([p[j] for p in parts], axis=0) for j in range(3)]
             check_class("grad_weight(special g)", gw, expected_class(*counts), context)
             ran += 1
     assert ran, f"{family} ran nothing"
 
 
-# -- float32 accuracy against float64 ------------------------------------------------------
+# -- float32 accuracy against float64 --------------------------------------------------
 
 # The bound on |float32 result - float64 reference| in units of EPS32 times the
 # scale sum(|terms|) (the same operation on absolute values, in float64). It
@@ -328,14 +354,16 @@ def pad64(x, left, right):
 
 
 def forward64(x, w, left, right):
-    """Float64 conv1d, stride 1, groups 1, zero padding, via one matrix product per tap."""
+    """Float64 conv1d (stride 1, groups 1, zero padding), one product per tap."""
     xp = pad64(x, left, right)
     w = w.astype(np.float64)
     K = w.shape[2]
     L_out = xp.shape[2] - K + 1
     y = np.zeros((x.shape[0], w.shape[0], L_out))
     for k in range(K):
-        y += np.einsum("oc,ncl->nol", w[:, :, k], xp[:, :, k : k + L_out], optimize=True)
+        y += np.einsum(
+            "oc,ncl->nol", w[:, :, k], xp[:, :, k : k + L_out], optimize=True
+        )
     return y
 
 
@@ -346,7 +374,9 @@ def grad_input64(g, w, L, left, right):
     gxp = np.zeros((g.shape[0], w.shape[1], L + left + right))
     L_out = g.shape[2]
     for k in range(K):
-        gxp[:, :, k : k + L_out] += np.einsum("oc,nol->ncl", w[:, :, k], g, optimize=True)
+        gxp[:, :, k : k + L_out] += np.einsum(
+            "oc,nol->ncl", w[:, :, k], g, optimize=True
+        )
     return gxp[:, :, left : left + L]
 
 
@@ -393,12 +423,22 @@ def accuracy_data():
         g = draw((N, C_out, L + 2 * pad - K + 1))
         ax, aw, ag = np.abs(x), np.abs(w), np.abs(g)
         data[name] = dict(
-            x=x, w=w, g=g, pad=pad,
+            x=x,
+            w=w,
+            g=g,
+            pad=pad,
             forward=(forward64(x, w, pad, pad), forward64(ax, aw, pad, pad)),
-            grad_input=(grad_input64(g, w, L, pad, pad), grad_input64(ag, aw, L, pad, pad)),
-            grad_weight=(grad_weight64(x, g, K, pad, pad), grad_weight64(ax, ag, K, pad, pad)),
+            grad_input=(
+                grad_input64(g, w, L, pad, pad),
+                grad_input64(ag, aw, L, pad, pad),
+            ),
+            grad_weight=(
+                grad_weight64(x, g, K, pad, pad),
+                grad_weight64(ax, ag, K, pad, pad),
+            ),
             grad_bias=(
-                g.astype(np.float64).sum(axis=(0, 2)), ag.astype(np.float64).sum(axis=(0, 2))
+                g.astype(np.float64).sum(axis=(0, 2)),
+                ag.astype(np.float64).sum(axis=(0, 2)),
             ),
         )
     return data
@@ -446,7 +486,7 @@ def test_float32_within_rounding_of_float64(family, name, accuracy_data, request
     )
 
 
-# -- overflow and subnormals ---------------------------------------------------------------
+# -- overflow and subnormals -----------------------------------------------------------
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -461,13 +501,17 @@ def check_against_ieee(what, got, ref, scale, terms, tiny):
     the subnormal range. Between the two, rounding decides, so either is right.
     """
     over = np.abs(ref) > FLT_MAX * (1 + EPS32)
-    assert np.array_equal(np.isinf(got) & over, over), f"{what}: overflow did not give Inf"
+    assert np.array_equal(np.isinf(got) & over, over), (
+        f"{what}: overflow did not give Inf"
+    )
     assert (np.sign(got[over]) == np.sign(ref[over])).all(), what
     inside = np.abs(ref) < FLT_MAX / 2
     assert np.isfinite(got[inside]).all(), f"{what}: Inf or NaN where the sum fits"
     err = np.abs(got[inside].astype(np.float64) - ref[inside])
     bound = ACCURACY_ULPS * EPS32 * scale[inside] + terms * tiny
-    assert (err <= bound).all(), f"{what}: error {np.max(err - bound):.3g} over the bound"
+    assert (err <= bound).all(), (
+        f"{what}: error {np.max(err - bound):.3g} over the bound"
+    )
 
 
 @pytest.mark.parametrize("family", ALL_PATHS)
@@ -500,7 +544,9 @@ def test_overflow_gives_inf_as_ieee_says(family):
                 gw = None
             if gw is not None:
                 ref = grad_weight64(xs, g, K, 0, 0)
-                check_against_ieee("grad_weight", gw, ref, np.abs(ref), N * (L - K + 1), 0)
+                check_against_ieee(
+                    "grad_weight", gw, ref, np.abs(ref), N * (L - K + 1), 0
+                )
                 checked.append("grad_weight")
         try:
             gx = numconv.conv1d_grad_input(g_big, w, L)
@@ -544,7 +590,9 @@ def test_subnormal_inputs(family, dtype):
         err = np.abs(got.astype(np.float64) - ref)
         assert (err <= bound).all(), f"{what}: error {err.max():.3g} > bound"
         # Flushing to zero would leave these results zero.
-        assert np.count_nonzero(got) > 0.9 * got.size, f"{what}: results flushed to zero"
+        assert np.count_nonzero(got) > 0.9 * got.size, (
+            f"{what}: results flushed to zero"
+        )
 
     ran = []
     with maybe_forced(family):
