@@ -130,6 +130,14 @@ def test_conv_transpose_is_the_input_gradient(family, case):
             output_padding=output_padding, **common,
         )
 
-    np.testing.assert_array_equal(yt, gx)
+    # The two may take different kernels, so they agree to rounding, not bitwise.
+    scale = numconv.conv1d_grad_input(
+        np.abs(case.grad_output).astype(np.float64),
+        np.abs(case.weight).astype(np.float64),
+        case.L,
+        padding=p,
+        **common,
+    )
+    assert_close(yt, gx, scale, gx.dtype, "transpose")
     expected = gx.astype(np.float64) + bias[:, None]
-    assert_close(yt_b, expected, np.abs(expected) + 1, gx.dtype, "transpose+bias")
+    assert_close(yt_b, expected, scale + np.abs(bias)[:, None], gx.dtype, "transpose+bias")
