@@ -52,6 +52,11 @@ def _batched(arr):
 
 
 def _read_bias(bias, C_out):
+    if isinstance(bias, (bool, np.bool_)):
+        raise TypeError(
+            f"bias must be an array of shape (C_out,) or None, got {bias!r}; the "
+            f"True/False flag belongs to conv1d_backward"
+        )
     bias = as_array("bias", bias)
     if bias.shape != (C_out,):
         raise ValueError(

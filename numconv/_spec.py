@@ -183,6 +183,12 @@ def as_array(name, value):
         arr = np.asarray(value)
     except ValueError as err:
         raise ValueError(f"{name} could not be read as a rectangular array: {err}") from None
+    except (TypeError, RuntimeError) as err:
+        # For example a torch tensor that requires grad refuses conversion.
+        raise TypeError(
+            f"{name} could not be converted to a NumPy array ({type(value).__name__}: "
+            f"{err}); pass a NumPy array, for example tensor.detach().numpy()"
+        ) from None
     if arr.dtype == object:
         raise TypeError(
             f"{name} could not be read as a numeric array (got dtype object from "

@@ -50,6 +50,7 @@ BAD = [
     ("circular_too_much", conv(x=np.ones((2, 4, 3)), padding=4, padding_mode="circular"),
      ValueError, ["circular", "padding", "L=3"]),
     ("bias_shape", conv(bias=np.ones(5)), ValueError, ["bias", "(6,)"]),
+    ("bias_flag", conv(bias=True), TypeError, ["bias", "True", "None"]),
     ("complex", conv(x=np.ones((2, 4, 10), complex)), TypeError, ["x", "complex"]),
     ("float16", conv(weight=np.ones((6, 2, 3), np.float16)), TypeError,
      ["weight", "float16"]),
