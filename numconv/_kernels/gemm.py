@@ -1,40 +1,32 @@
-"""BLAS-backed kernels: a convolution as matrix products on blocks of the input.
+"""BLAS-backed kernels: a convolution as K shifted matrix products, no im2col.
 
-For one sample n, group g and tap k, a convolution adds
+For one sample n, group g and tap k, the forward pass adds
 
     y[n, co, t] += sum_ci W[co, ci, k] * xp[n, ci, t + k*d]      (stride 1)
 
 that is, Y (C_out/g x L_out) += W_k (C_out/g x C_in/g) @ X_k, where X_k is the
 window ``xp[n, channels of g, k*d : k*d + L_out]``. In BLAS's column-major terms
 that window of the C-contiguous (C_in, L_padded) slab is an (L_out x C_in/g)
-matrix with leading dimension L_padded, so BLAS reads it where it lies. The
-input gradient runs these K products transposed (gX_k += W_k^T @ G), and the
-weight gradient reduces G @ X_k^T over the batch; for them the weights are first
+matrix with leading dimension L_padded, so BLAS reads it where it lies: at
+stride 1 no copy of the input is made. The input gradient runs the same products transposed
+(gX_k += W_k^T @ G), and the weight gradient reduces G @ X_k^T over the batch.
+
+Each kernel is a parallel loop over blocks of work; every iteration makes its
+own single-threaded BLAS calls (see ``numconv._blas``). The weights are first
 re-laid out as ``wt[k, co, ci] = weight[co, ci, k]`` (K, C_out, C_in/groups) so
 that each tap's matrix has unit stride.
 
-The forward pass instead stacks the K windows of one block of positions into a
-small scratch block (a block-local im2col, C_in/g * K rows by at most
-``MAX_BLOCK`` columns) and makes one product with inner dimension C_in/g * K:
-K products with a thin inner dimension (64 channels, say) ran BLAS far below
-its peak. The scratch also takes the zero padding, so the forward pass reads
-an unpadded input where it lies (``forward_shifted``).
-
-Each kernel is a parallel loop over blocks of work; every iteration makes its
-own single-threaded BLAS calls (see ``numconv._blas``).
-
-Stride s > 1 in the gradients: tap k reads padded position t*s + k*d =
-(t + q)*s + r with r = (k*d) % s and q = (k*d) // s, that is position t + q of
-phase r, where phase r of a row holds its positions r, r + s, r + 2s, ... Each
-work item of the weight gradient copies the phases of its block of the input
-into a scratch block (``phase_block``, C_in * s * (block + q_max) elements per
-item, never a copy of the whole input), where every tap is again a unit-stride
-window, of one phase. No tap is added, so no structural zero ever multiplies an
-input. The input gradient gathers a block's phases in such a scratch block too:
-the first product into each phase overwrites it (beta = 0), so only the columns
-no tap reaches are zeroed, and one pass interleaves the phases into the output.
-The forward pass at stride s > 1 gathers every s-th position into its scratch
-block, so it too reads only what the strided sum needs.
+Stride s > 1: tap k reads padded position t*s + k*d = (t + q)*s + r with
+r = (k*d) % s and q = (k*d) // s, that is position t + q of phase r, where
+phase r of a row holds its positions r, r + s, r + 2s, ... Each work item
+copies the phases of its block of the input into a scratch block
+(``phase_block``, C_in * s * (block + q_max) elements per item, never a copy
+of the whole input), where every tap is again a unit-stride window, of one
+phase. No tap is added, so no structural zero ever multiplies an input. The
+input gradient gathers a block's phases in such a scratch block too: the
+first product into each phase overwrites it (beta = 0), so only the columns
+no tap reaches are zeroed, and one pass interleaves the phases into the
+output.
 
 Weight gradient determinism: the batch, cut into (n, time-block) units, is split
 into a number of chunks that depends on the shape only, never on the thread
@@ -139,29 +131,19 @@ def phase_block(xp, n, stride, t0, length, row):
 
 
 @njit(**JIT_OPTIONS)
-def forward_kernel(x, shift, weight, bias, groups, stride, dilation, block, out):
-    """out[n, co, t] = bias[co] + sum_{ci, k} weight[co, ci, k] * xz[n, c(ci), u].
+def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
+    """out[n, co, t] = bias[co] + sum_{ci, k} wt[k, co, ci] * xp[n, c(ci), t*s + k*d].
 
-    u = t*s + k*d - shift, and xz is x extended by zeros on both sides.
-    x : (N, C_in, L) (the padded input with shift 0, or the unpadded one with
-    shift = the left padding);
-    weight : (C_out, C_in/groups, K); bias : (C_out,); out : (N, C_out, L_out),
-    fully overwritten; block : output positions per work item (>= 1). Call
-    inside ``numconv._blas.single_threaded()``.
-
-    Per item and group, the block's K windows are copied into a scratch block
-    ``cols[ci*K + k, j] = xz[n, c(ci), (t0 + j)*s + k*d - shift]`` (C_in/g * K
-    rows), so one product with inner dimension C_in/g * K does the whole block
-    instead of K thin ones: the weight rows of a group, (C_out/g x C_in/g * K)
-    row-major, are already in that order. The scratch holds exactly the
-    elements the K shifted products over the padded input would read (zeros
-    where that input holds padding), so no other term enters the sum.
+    xp : (N, C_in, L_padded); wt : (K, C_out, C_in/groups) (see ``tap_major``);
+    bias : (C_out,); out : (N, C_out, L_out), fully overwritten; block : output
+    positions per work item (>= 1). Requires (L_out - 1) * s + (K - 1) * d <
+    L_padded. Call inside ``numconv._blas.single_threaded()``.
     """
     N, C_out, L_out = out.shape
-    L = x.shape[2]
-    _, C_in_g, K = weight.shape
+    K, _, C_in_g = wt.shape
+    C_in, L_padded = xp.shape[1], xp.shape[2]
     C_out_g = C_out // groups
-    depth = C_in_g * K
+    max_lag = ((K - 1) * dilation) // stride
     blocks = (L_out + block - 1) // block
     one = out.dtype.type(1)
     for item in prange(N * blocks):
@@ -169,36 +151,29 @@ def forward_kernel(x, shift, weight, bias, groups, stride, dilation, block, out)
         t0 = (item - n * blocks) * block
         m = min(block, L_out - t0)
 
-        row = scratch_row(m)
-        cols = np.empty((depth, row), dtype=out.dtype)
+        for co in range(C_out):
+            out[n, co, t0 : t0 + m] = bias[co]
+
+        # The matrices of sample n's block: xp itself at stride 1; else the
+        # block's phases, where tap k is a unit-stride window again.
+        if stride == 1:
+            src, phase_len, at = xp, L_padded, n * C_in * L_padded + t0
+        else:
+            phase_len = scratch_row(m + max_lag)
+            src, at = phase_block(xp, n, stride, t0, m + max_lag, phase_len), 0
+        ld = stride * phase_len
+
         for g in range(groups):
-            for ci in range(C_in_g):
-                xrow = x[n, g * C_in_g + ci]
-                for k in range(K):
-                    crow = cols[ci * K + k]
-                    p0 = t0 * stride + k * dilation - shift
-                    if stride == 1:
-                        # Columns [ja, jb) read x; the rest are padding.
-                        ja = min(max(-p0, 0), m)
-                        jb = max(min(L - p0, m), ja)
-                        crow[:ja] = 0
-                        crow[ja:jb] = xrow[p0 + ja : p0 + jb]
-                        crow[jb:m] = 0
-                    else:
-                        for j in range(m):
-                            p = p0 + j * stride
-                            crow[j] = xrow[p] if 0 <= p < L else 0
-
-            # The bias goes in just before the product that adds to it, while
-            # this group's block of the output is still in cache.
-            for co in range(g * C_out_g, (g + 1) * C_out_g):
-                out[n, co, t0 : t0 + m] = bias[co]
-
-            # Y^T (m x C_out/g) += cols^T (m x C_in/g*K) @ W_g^T (C_in/g*K x C_out/g)
-            gemm(NO_TRANS, NO_TRANS, m, C_out_g, depth,
-                 one, cols, 0, row,
-                 weight, g * C_out_g * depth, depth,
-                 one, out, (n * C_out + g * C_out_g) * L_out + t0, L_out)
+            x_at = at + g * C_in_g * ld
+            y_at = (n * C_out + g * C_out_g) * L_out + t0
+            for k in range(K):
+                tap = k * dilation
+                shift = (tap % stride) * phase_len + tap // stride
+                # Y^T (m x C_out/g) += X_k^T (m x C_in/g) @ W_k^T (C_in/g x C_out/g)
+                gemm(NO_TRANS, NO_TRANS, m, C_out_g, C_in_g,
+                     one, src, x_at + shift, ld,
+                     wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
+                     one, out, y_at, L_out)
 
 
 @njit(**JIT_OPTIONS)
@@ -385,27 +360,9 @@ def forward(xp, weight, bias, groups, stride, dilation, out):
     """
     N, C_out, L_out = out.shape
     block = time_block(N, L_out)
-    # BLAS reads each group's rows at an offset: they must lie contiguously.
-    weight = np.ascontiguousarray(weight)
+    wt = tap_major(weight)
     with _blas.single_threaded():
-        forward_kernel(xp, 0, weight, bias, groups, stride, dilation, block, out)
-
-
-def forward_shifted(x, shift, weight, bias, groups, dilation, out):
-    """Stride-1 forward pass of x zero-padded by ``shift`` on the left, no copy.
-
-    out[n, co, t] = bias[co] + sum_{ci, k} weight[co, ci, k] * xz[n, c(ci), u]
-    with u = t + k*d - shift, where xz is x extended by zeros on both sides
-    (see ``numconv._polyphase``).
-    x : (N, C_in, L); weight : (C_out, C_in/groups, K); bias : (C_out,);
-    out : (N, C_out, L_out), fully overwritten.
-    """
-    N, C_out, L_out = out.shape
-    block = time_block(N, L_out)
-    # BLAS reads each group's rows at an offset: they must lie contiguously.
-    weight = np.ascontiguousarray(weight)
-    with _blas.single_threaded():
-        forward_kernel(x, shift, weight, bias, groups, 1, dilation, block, out)
+        forward_kernel(xp, wt, bias, groups, stride, dilation, block, out)
 
 
 def grad_input(grad_output, weight, groups, stride, dilation, out):
