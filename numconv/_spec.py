@@ -340,24 +340,18 @@ def check_sizes(spec):
     Linux overcommits memory, so allocating more than the machine holds would
     not fail at once but kill the process later; the check is done here.
     """
-    itemsize = spec.dtype.itemsize
-    sizes = {
-        "padded input": (spec.N * spec.C_in * spec.L_padded, itemsize),
-        "output": (spec.N * spec.C_out * spec.L_out, itemsize),
-    }
+    detail = (
+        f"N={spec.N}, C_in={spec.C_in}, C_out={spec.C_out}, L={spec.L}, K={spec.K}, "
+        f"stride={spec.stride}, dilation={spec.dilation}, "
+        f"padding=({spec.pad_left}, {spec.pad_right})"
+    )
+    check_allocation(
+        "padded input", (spec.N, spec.C_in, spec.L_padded), spec.dtype, detail
+    )
+    check_allocation("output", (spec.N, spec.C_out, spec.L_out), spec.dtype, detail)
     if spec.padding_mode != "zeros":
         # The int64 map from padded to input positions, built even for N = 0.
-        sizes["padding index map"] = (spec.L_padded, 8)
-    limit = physical_memory()
-    for what, (count, itemsize) in sizes.items():
-        if count * itemsize > limit or count > MAX_EXTENT:
-            raise MemoryError(
-                f"the {what} would hold {count} elements ({count * itemsize} bytes) "
-                f"for N={spec.N}, C_in={spec.C_in}, C_out={spec.C_out}, L={spec.L}, "
-                f"K={spec.K}, stride={spec.stride}, dilation={spec.dilation}, "
-                f"padding=({spec.pad_left}, {spec.pad_right}), more than this machine's "
-                f"{limit} bytes of memory; reduce the sizes"
-            )
+        check_allocation("padding index map", (spec.L_padded,), np.int64, detail)
 
 
 def check_allocation(what, shape, dtype, detail):
