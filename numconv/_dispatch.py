@@ -26,12 +26,19 @@ import numpy as np
 
 from numconv import _polyphase
 from numconv._config import kernel_guard
-from numconv._kernels import common, direct, gemm
+from numconv._kernels import common, direct, gemm, im2col
 from numconv._padding import fold_padding
 
-FAMILIES = {"direct": direct, "gemm": gemm}
+FAMILIES = {"direct": direct, "gemm": gemm, "im2col": im2col}
 
-_forced = threading.local()
+
+class _Forced(threading.local):
+    # A class default, so that reading it in a thread that never forced costs no
+    # AttributeError.
+    name = None
+
+
+_forced = _Forced()
 
 
 @contextlib.contextmanager
@@ -47,19 +54,30 @@ def force(name):
         _forced.name = previous
 
 
-# Channels per group (both C_in/groups and C_out/groups) from which the
-# BLAS-backed family is chosen. Measured float32, 2 threads, N=16, L=2048, K=5,
-# CPU time of direct / gemm (above 1: gemm faster), forward / grad_input /
-# grad_weight, per (C_in/g, C_out/g, groups):
-#   (64, 64, 1) 1.5 / 1.7 / 1.8    (32, 32, 1) 1.5 / 1.6 / 1.6
-#   (16, 16, 8) 1.6 / 1.4 / 1.7    (16, 16, 1) 1.5 / 1.5 / 1.9
-#   (8, 8, 8)   1.4 / 1.3 / 2.1    (8, 64, 1)  1.3 / 1.8 / 1.9
-#   (4, 64, 1)  0.7 / 1.5 / 1.4    (2, 64, 1)  0.4 / 1.7 / 1.4
-#   (1, 1, 64)  0.6 / 0.4 / 0.9    (5, 512, 1) 0.5 / 0.8 / 0.6
-# With 8 or more channels on both sides every operation ran faster through
-# BLAS; below that the direct kernels win at least one operation, and the
-# per-operation results do not follow one simple rule, so they keep all three.
-GEMM_MIN_CHANNELS = 8
+# The rule below, from timings through the public functions (float32, 2
+# threads, interleaved runs, medians of 7, ms; direct / gemm / im2col):
+#
+#   (C_in/g, C_out/g, K, groups)   forward             weight grad        input grad
+#   (16, 16, 5, 8)  "grouped"      10.9 / 15.7 / 14.3  11.5 / 15.3 / 15.0  5.9 / 9.2
+#   (25, 25, 7, 1)  "tcn"          15.0 / 17.5 / 17.4  15.0 / 18.4 / 16.6  6.5 / 8.8
+#   (16, 16, 5, 1)                 10.4 / 16.1 / 14.9   9.6 / 15.2 / 12.9  5.5 / 8.9
+#   (16, 64, 5, 1)                 45.9 / 42.9 / 34.1  36.2 / 32.0 / 26.2 20.1 / 25.3
+#   (12, 64, 16, 1) "ecg_first"   104.6 / 124.7 / 77.6 181.5 / 200 / 131  158 / 249
+#   (3, 64, 16, 1)                 53.7 / 149 / 48.2   52.1 / 149 / 41.6  53.6 / 303
+#   (4, 128, 3, 1)                 21.3 / 42.0 / 28.2  12.8 / 26.7 / 15.9 18.0 / 45.6
+#   (1, 64, 7, 1)                  18.9 / 81.0 / 26.0  12.1 / 45.3 / 18.7 11.0 / 113
+#   (2, 256, 9, 1), stride 4      159 / 26.5 / 17.5   119 / 29.0 / 10.7  135 / 70.2
+#   (32, 32, 31, 1) "longkernel"   34.1 / 30.4 / 31.3  39.0 / 33.2 / 33.1 39.7 / 30.9
+#   (64, 64, 3, 1) "resnet1d"      28.3 / 17.8 / 17.8  29.7 / 16.7 / 16.9 13.2 / 10.0
+#
+# BLAS pays off once its products have enough output channels (C_out/g for the
+# forward pass and the weight gradient, C_in/g for the input gradient) and a
+# deep enough inner dimension; the direct kernels win below that. Of the two
+# BLAS forms, the block-local im2col wins while the input is thin (its product
+# has depth C_in/g * K, the shifted ones only C_in/g); from 32 input channels
+# they are within noise of each other, and the shifted products need no scratch.
+BLAS_MIN_CHANNELS = 32
+IM2COL_MIN_DEPTH = 16
 
 
 def choose(spec, op):
@@ -69,8 +87,16 @@ def choose(spec, op):
         if not FAMILIES[forced].supports(spec, op):
             raise NotImplementedError(f"algorithm {forced!r} cannot run {op} for {spec}")
         return forced
-    channels = min(spec.C_in_per_group, spec.C_out_per_group)
-    if channels >= GEMM_MIN_CHANNELS and gemm.supports(spec, op):
+    c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
+    if op == "grad_input":
+        if min(c_in, c_out) >= BLAS_MIN_CHANNELS and gemm.supports(spec, op):
+            return "gemm"
+        return "direct"
+    if c_out < BLAS_MIN_CHANNELS or c_in * spec.K < IM2COL_MIN_DEPTH:
+        return "direct"
+    if c_in < BLAS_MIN_CHANNELS and im2col.supports(spec, op):
+        return "im2col"
+    if gemm.supports(spec, op):
         return "gemm"
     return "direct"
 

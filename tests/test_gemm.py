@@ -271,18 +271,33 @@ def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
         assert run["error"] < 1e-4, run
 
 
-def test_dispatcher_picks_gemm_for_channel_heavy_layers_only():
+def test_dispatcher_picks_blas_families_by_channels_per_group():
     from numconv._spec import build_spec
 
-    def spec(C_in, C_out, groups):
+    def spec(C_in, C_out, groups, K=3):
         return build_spec(
-            N=2, C_in=C_in, L=64, weight_shape=(C_out, C_in // groups, 3),
+            N=2, C_in=C_in, L=64, weight_shape=(C_out, C_in // groups, K),
             stride=1, padding=1, dilation=1, groups=groups,
             padding_mode="zeros", dtype=np.float32, batched=True,
         )
 
     for op in ("forward", "grad_input", "grad_weight"):
         assert _dispatch.choose(spec(64, 64, 1), op) == "gemm"
-        assert _dispatch.choose(spec(128, 128, 8), op) == "gemm"
+        assert _dispatch.choose(spec(256, 256, 8), op) == "gemm"
+        # Few output channels, or few channels per group: the direct kernels.
+        assert _dispatch.choose(spec(128, 128, 8), op) == "direct"
         assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
+        assert _dispatch.choose(spec(25, 25, 1, K=7), op) == "direct"
         assert _dispatch.choose(spec(1, 64, 1), op) == "direct"
+        assert _dispatch.choose(spec(12, 4, 1), op) == "direct"
+    # Thin inputs with many outputs: im2col for the forward pass and the weight
+    # gradient once C_in/g * K is deep enough; the input gradient, whose
+    # products would have C_in/g output channels, stays direct.
+    for op in ("forward", "grad_weight"):
+        assert _dispatch.choose(spec(12, 64, 1, K=16), op) == "im2col"
+        assert _dispatch.choose(spec(2, 256, 1, K=9), op) == "im2col"
+        assert _dispatch.choose(spec(48, 64, 2, K=5), op) == "im2col"
+        assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
+        assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
+    for C_in, K in ((12, 16), (2, 9), (1, 10)):
+        assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"
