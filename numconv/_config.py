@@ -91,22 +91,25 @@ KERNEL_LOCK = threading.Lock()
 # thread pool in mid-flight: TBB then cannot shut its workers down before the
 # fork (it says "Unable to join threads") and the child hangs in its first
 # parallel call. So ``os.fork`` first waits for running kernels to end and holds
-# new launches back until the child exists.
-_launches = threading.Condition()
+# new launches back until the child exists. ``_state`` guards both variables; a
+# plain lock, so that a launch takes it at C speed, with a condition on the same
+# lock for the rare waits.
+_state = threading.Lock()
+_launches = threading.Condition(_state)
 _running = 0
 _forking = False
 
 
 def _before_fork():
     global _forking
-    with _launches:
+    with _state:
         _forking = True
         _launches.wait_for(lambda: _running == 0)
 
 
 def _after_fork_in_parent():
     global _forking
-    with _launches:
+    with _state:
         _forking = False
         _launches.notify_all()
 
@@ -114,9 +117,10 @@ def _after_fork_in_parent():
 def _after_fork_in_child():
     # Fresh locks: one held by another thread at the fork would stay held for
     # good, since that thread does not exist in the child.
-    global KERNEL_LOCK, _launches, _running, _forking
+    global KERNEL_LOCK, _state, _launches, _running, _forking
     KERNEL_LOCK = threading.Lock()
-    _launches = threading.Condition()
+    _state = threading.Lock()
+    _launches = threading.Condition(_state)
     _running = 0
     _forking = False
 
@@ -129,49 +133,63 @@ if hasattr(os, "register_at_fork"):
     )
 
 
-_active_layer = []
+# Whether launches must be serialised, once the loaded layer is known (it is
+# fixed for the life of the process, and inherited by forked children).
+_serialise = None
 
 
 def needs_serialising():
     """True when the loaded threading layer cannot take concurrent launches."""
-    if not _active_layer:
+    global _serialise
+    if _serialise is None:
         try:
-            _active_layer.append(numba.threading_layer())
+            layer = numba.threading_layer()
         except ValueError:
             # No parallel kernel has run yet, so the layer is not known.
             return LAYER_CHOICE in ("default", "user")
-    return _active_layer[0] == "workqueue"
+        _serialise = layer == "workqueue"
+    return _serialise
 
 
 class kernel_guard:
     """Wrap every kernel launch: waits out a fork, and holds ``KERNEL_LOCK``
     when the layer cannot take concurrent launches.
 
-    A small class rather than a generator-based context manager: it runs
-    several times per call, and small calls are dominated by such overheads.
+    A small class rather than a generator-based context manager, and explicit
+    acquire and release rather than ``with``: it runs several times per call,
+    and small calls are dominated by such overheads.
     """
 
-    __slots__ = ("_launches", "_lock")
+    __slots__ = ("_lock",)
 
     def __enter__(self):
         global _running
-        self._launches = launches = _launches
-        with launches:
+        _state.acquire()
+        try:
             if _forking:
-                launches.wait_for(lambda: not _forking)
+                _launches.wait_for(lambda: not _forking)
             _running += 1
-        self._lock = KERNEL_LOCK if needs_serialising() else None
-        if self._lock is not None:
-            self._lock.acquire()
+        finally:
+            _state.release()
+        serialise = _serialise
+        if serialise is None:
+            serialise = needs_serialising()
+        if serialise:
+            self._lock = lock = KERNEL_LOCK
+            lock.acquire()
+        else:
+            self._lock = None
         return self
 
     def __exit__(self, *exc):
         global _running
         if self._lock is not None:
             self._lock.release()
-        launches = self._launches
-        with launches:
+        _state.acquire()
+        try:
             _running -= 1
             if _forking:
-                launches.notify_all()
+                _launches.notify_all()
+        finally:
+            _state.release()
         return False
