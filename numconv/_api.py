@@ -22,6 +22,7 @@ from numconv._spec import (
     check_allocation,
     check_grad_output,
     check_ndim,
+    kernel_array,
     result_dtype,
 )
 
@@ -33,18 +34,6 @@ Conv1dGrads.__doc__ = """Gradients of a conv1d with respect to (input, weight, b
 _X_LAYOUT = "(N, C_in, L) or unbatched (C_in, L)"
 _W_LAYOUT = "(C_out, C_in/groups, K)"
 _G_LAYOUT = "(N, C_out, L_out) or unbatched (C_out, L_out)"
-
-
-def _kernel_array(arr, dtype):
-    """C-contiguous, aligned, writeable array of dtype; copies only when needed.
-
-    Kernels are compiled for exactly this array type, so read-only or unaligned
-    inputs are copied rather than compiled for again.
-    """
-    flags = arr.flags
-    if arr.dtype == dtype and flags.c_contiguous and flags.aligned and flags.writeable:
-        return arr
-    return np.require(arr, dtype=dtype, requirements=["C", "A", "W"])
 
 
 def _batched(arr):
@@ -68,11 +57,11 @@ def _read_bias(bias, C_out):
 def _forward_spec(x, weight, stride, padding, dilation, groups, padding_mode, dtype):
     check_ndim("x", x, (2, 3), _X_LAYOUT)
     check_ndim("weight", weight, (3,), _W_LAYOUT)
-    xb = _batched(x)
+    N, C_in, L = x.shape if x.ndim == 3 else (1, *x.shape)
     return build_spec(
-        N=xb.shape[0],
-        C_in=xb.shape[1],
-        L=xb.shape[2],
+        N=N,
+        C_in=C_in,
+        L=L,
         weight_shape=weight.shape,
         stride=stride,
         padding=padding,
@@ -150,11 +139,12 @@ def conv1d(
     dtype = result_dtype(*arrays)
     spec = _forward_spec(x, weight, stride, padding, dilation, groups, padding_mode, dtype)
 
-    xp = pad_input(_batched(x), spec)
-    w = _kernel_array(weight, dtype)
-    b = np.zeros(spec.C_out, dtype) if bias is None else _kernel_array(bias, dtype)
+    xb = _batched(x)
+    xp = pad_input(xb, spec)
+    w = kernel_array(weight, dtype)
+    b = np.zeros(spec.C_out, dtype) if bias is None else kernel_array(bias, dtype)
     y = _forward(xp, w, b, spec)
-    forward_without_padding_terms(_kernel_array(_batched(x), dtype), w, b, spec, y)
+    forward_without_padding_terms(xb, w, b, spec, y)
 
     return _unbatch(y, spec)
 
@@ -215,8 +205,8 @@ def conv1d_grad_input(
         gb, weight.shape, gb.shape[0], weight.shape[1] * g_int, L, opts, dtype, True
     )
 
-    g = _kernel_array(gb, dtype)
-    w = _kernel_array(weight, dtype)
+    g = kernel_array(gb, dtype)
+    w = kernel_array(weight, dtype)
     gx = _grad_input(g, w, spec)
 
     return gx if grad_output.ndim == 3 else gx[0]
@@ -269,9 +259,9 @@ def conv1d_grad_weight(
     )
 
     xp = pad_input(xb, spec)
-    g = _kernel_array(gb, dtype)
+    g = kernel_array(gb, dtype)
     gw = _dispatch.grad_weight(xp, g, spec)
-    grad_weight_without_padding_terms(_kernel_array(xb, dtype), g, spec, gw)
+    grad_weight_without_padding_terms(xb, g, spec, gw)
 
     return gw
 
@@ -285,7 +275,7 @@ def conv1d_grad_bias(grad_output):
     check_ndim("grad_output", grad_output, (2, 3), _G_LAYOUT)
     dtype = result_dtype(("grad_output", grad_output))
 
-    return _dispatch.grad_bias(_kernel_array(_batched(grad_output), dtype), dtype)
+    return _dispatch.grad_bias(kernel_array(_batched(grad_output), dtype), dtype)
 
 
 def conv1d_backward(
@@ -324,12 +314,13 @@ def conv1d_backward(
     check_ndim("grad_output", grad_output, (2, 3), _G_LAYOUT)
     check_grad_output(grad_output, spec)
 
-    xp = pad_input(_batched(x), spec)
-    w = _kernel_array(weight, dtype)
-    g = _kernel_array(_batched(grad_output), dtype)
+    xb = _batched(x)
+    xp = pad_input(xb, spec)
+    w = kernel_array(weight, dtype)
+    g = kernel_array(_batched(grad_output), dtype)
     gx = _grad_input(g, w, spec)
     gw = _dispatch.grad_weight(xp, g, spec)
-    grad_weight_without_padding_terms(_kernel_array(_batched(x), dtype), g, spec, gw)
+    grad_weight_without_padding_terms(xb, g, spec, gw)
     gb = _dispatch.grad_bias(g, dtype) if bias else None
 
     return Conv1dGrads(_unbatch(gx, spec), gw, gb)
@@ -427,10 +418,10 @@ def conv_transpose1d(
         input_name="the output",
     )
 
-    g = _kernel_array(xb, dtype)
-    gxp = _grad_padded_input(g, _kernel_array(weight, dtype), spec)
+    g = kernel_array(xb, dtype)
+    gxp = _grad_padded_input(g, kernel_array(weight, dtype), spec)
     y = np.ascontiguousarray(gxp[:, :, padding : padding + L_out])
     if bias is not None:
-        y += _kernel_array(bias, dtype)[None, :, None]
+        y += kernel_array(bias, dtype)[None, :, None]
 
     return _unbatch(y, spec)

@@ -7,9 +7,11 @@ and circular padding read some input positions more than once).
 """
 
 import numpy as np
+from numba import njit
 
-from numconv._config import kernel_guard
+from numconv._config import SERIAL_JIT_OPTIONS, kernel_guard
 from numconv._kernels.common import crop_rows, fold_rows
+from numconv._spec import kernel_array
 
 
 def padding_index(L, pad_left, pad_right, padding_mode):
@@ -80,11 +82,9 @@ def pad_input(x, spec):
     x : (N, C_in, L) array. The array result is (N, C_in, L_padded),
     C-contiguous, of ``spec.dtype``, and never aliases x.
     """
-    N, C, L = x.shape
     if spec.padding_mode == "zeros" or (spec.pad_left == 0 and spec.pad_right == 0):
-        x = np.require(x, dtype=spec.dtype, requirements=["C", "A", "W"])
-        return ZeroPadded(x, spec.pad_left, spec.pad_right)
-    idx = padding_index(L, spec.pad_left, spec.pad_right, spec.padding_mode)
+        return ZeroPadded(kernel_array(x, spec.dtype), spec.pad_left, spec.pad_right)
+    idx = padding_index(x.shape[2], spec.pad_left, spec.pad_right, spec.padding_mode)
     return np.ascontiguousarray(x[:, :, idx], dtype=spec.dtype)
 
 
@@ -138,6 +138,25 @@ def tap_ranges(spec):
     return ranges
 
 
+@njit(**SERIAL_JIT_OPTIONS)
+def finite_outside(a, lo, hi):
+    """True when a[i, j, t] is finite for every t < lo and every t >= hi.
+
+    a : any 3D array. With lo = hi = a.shape[2] every element is checked. One
+    compiled loop costs far less than NumPy's isfinite and all on small arrays.
+    """
+    I, J, T = a.shape
+    for i in range(I):
+        for j in range(J):
+            for t in range(min(lo, T)):
+                if not np.isfinite(a[i, j, t]):
+                    return False
+            for t in range(hi, T):
+                if not np.isfinite(a[i, j, t]):
+                    return False
+    return True
+
+
 def _reads_padding(spec):
     return spec.padding_mode == "zeros" and (spec.pad_left or spec.pad_right)
 
@@ -145,14 +164,15 @@ def _reads_padding(spec):
 def forward_without_padding_terms(x, weight, bias, spec, out):
     """Recompute ``out``'s positions that read padding when ``weight`` is not finite.
 
-    x : (N, C_in, L); weight : (C_out, C_in/groups, K); bias : (C_out,);
-    out : (N, C_out, L_out), updated in place. All of ``spec.dtype``.
+    x : (N, C_in, L) array of any numeric dtype and layout; weight :
+    (C_out, C_in/groups, K); bias : (C_out,); out : (N, C_out, L_out), updated in
+    place. weight, bias and out are C-contiguous arrays of ``spec.dtype``.
     """
-    if not _reads_padding(spec) or np.isfinite(weight).all():
+    if not _reads_padding(spec) or finite_outside(weight, spec.K, spec.K):
         return
+    x = kernel_array(x, spec.dtype)
     ranges = tap_ranges(spec)
-    lo = max(t0 for t0, _ in ranges)
-    hi = min(t1 for _, t1 in ranges)
+    lo, hi = spec.interior
     border = np.array([t for t in range(spec.L_out) if t < lo or t >= hi], np.int64)
     ci_g, co_g = spec.C_in_per_group, spec.C_out_per_group
     acc = np.empty((spec.N, spec.C_out, border.size), spec.dtype)
@@ -172,17 +192,17 @@ def grad_weight_without_padding_terms(x, grad_output, spec, out):
     """Recompute the taps of ``out`` that read padding when ``grad_output`` is not
     finite where they do.
 
-    x : (N, C_in, L); grad_output : (N, C_out, L_out); out : (C_out, C_in/groups,
-    K), updated in place. All of ``spec.dtype``.
+    x : (N, C_in, L) array of any numeric dtype and layout; grad_output :
+    (N, C_out, L_out); out : (C_out, C_in/groups, K), updated in place.
+    grad_output and out are C-contiguous arrays of ``spec.dtype``.
     """
     if not _reads_padding(spec):
         return
-    ranges = tap_ranges(spec)
-    lo = max(t0 for t0, _ in ranges)
-    hi = min(t1 for _, t1 in ranges)
-    edges = (grad_output[:, :, :lo], grad_output[:, :, hi:])
-    if all(np.isfinite(e).all() for e in edges):
+    lo, hi = spec.interior
+    if finite_outside(grad_output, lo, hi):
         return
+    x = kernel_array(x, spec.dtype)
+    ranges = tap_ranges(spec)
     ci_g, co_g = spec.C_in_per_group, spec.C_out_per_group
     for k, (t0, t1) in enumerate(ranges):
         if (t0, t1) == (0, spec.L_out):

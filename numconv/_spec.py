@@ -11,6 +11,7 @@ length. Arrays are laid out NCL: (N, C, L).
 import operator
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -50,34 +51,54 @@ class ConvSpec:
     dtype: np.dtype
     batched: bool
 
-    @property
+    # Derived sizes are computed once per spec and then read as plain attributes:
+    # specs are remembered across calls (see ``build_spec``) and these are read
+    # several times per call.
+
+    @cached_property
     def L_padded(self):
         return self.L + self.pad_left + self.pad_right
 
-    @property
+    @cached_property
     def L_out(self):
         return output_length(self.L_padded, self.K, self.stride, self.dilation)
 
-    @property
+    @cached_property
     def C_in_per_group(self):
         return self.C_in // self.groups
 
-    @property
+    @cached_property
     def C_out_per_group(self):
         return self.C_out // self.groups
 
-    @property
+    @cached_property
     def input_shape(self):
         return (self.N, self.C_in, self.L) if self.batched else (self.C_in, self.L)
 
-    @property
+    @cached_property
     def output_shape(self):
         shape = (self.N, self.C_out, self.L_out)
         return shape if self.batched else shape[1:]
 
-    @property
+    @cached_property
     def weight_shape(self):
         return (self.C_out, self.C_in_per_group, self.K)
+
+    @cached_property
+    def interior(self):
+        """Output positions [lo, hi) where no tap reads padding (none when hi <= lo).
+
+        Tap k reads input, not padding, at outputs [t0_k, t1_k) (see
+        ``numconv._padding.tap_ranges``); lo is the largest t0_k and hi the
+        smallest max(t0_k, t1_k). Both ends only move left as k grows, so the
+        first tap gives lo and the last tap gives hi.
+        """
+        s = self.stride
+        lo = max(0, -(-self.pad_left // s))
+        offset = (self.K - 1) * self.dilation - self.pad_left
+        t0 = max(0, -(offset // s))
+        t1 = min(self.L_out, (self.L - 1 - offset) // s + 1)
+        return lo, max(t0, t1)
 
 
 def output_length(L_padded, K, stride, dilation):
@@ -148,10 +169,22 @@ def parse_padding(padding, L, K, stride, dilation):
     return p, p
 
 
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT64 = np.dtype(np.float64)
+
+
 def result_dtype(*arrays):
     """float32 when every floating input is float32 and none is integer; else float64."""
-    out = np.dtype(np.float32)
+    out = _FLOAT32
     for name, arr in arrays:
+        # Native float32 and float64 arrays share NumPy's dtype singletons; anything
+        # else takes the general rule below.
+        dt = arr.dtype
+        if dt is _FLOAT32:
+            continue
+        if dt is _FLOAT64:
+            out = _FLOAT64
+            continue
         # Byte order is only storage: big-endian float32 is float32.
         dt = arr.dtype if arr.dtype.isnative else arr.dtype.newbyteorder("=")
         kind = dt.kind
@@ -170,6 +203,8 @@ def result_dtype(*arrays):
 
 def as_array(name, value):
     """Coerce an array-like to an ndarray without copying when it already is one."""
+    if type(value) is np.ndarray:
+        return value
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(value, np.ma.MaskedArray):
@@ -197,6 +232,19 @@ def as_array(name, value):
     return arr
 
 
+def kernel_array(arr, dtype):
+    """C-contiguous, aligned, writeable array of dtype; copies only when needed.
+
+    Kernels are compiled for exactly this array type, so read-only or unaligned
+    inputs are copied rather than compiled for again.
+    """
+    if arr.dtype == dtype:
+        flags = arr.flags
+        if flags.c_contiguous and flags.aligned and flags.writeable:
+            return arr
+    return np.require(arr, dtype=dtype, requirements=["C", "A", "W"])
+
+
 def check_ndim(name, arr, allowed, layout):
     if arr.ndim not in allowed:
         raise ValueError(
@@ -212,9 +260,9 @@ def check_padding_mode(padding_mode):
 
 def _exact_key(value):
     """A hash key that tells apart values that compare equal across types (1, 1.0,
-    True), so a cached spec is only reused for arguments validation accepted."""
+    True, np.int64(1)), also inside tuples: validation treats them differently."""
     if isinstance(value, tuple):
-        return (tuple, tuple(_exact_key(v) for v in value))
+        return (type(value), tuple(map(_exact_key, value)))
     return (type(value), value)
 
 
@@ -222,24 +270,68 @@ _spec_cache = {}
 _SPEC_CACHE_SIZE = 512
 
 
-def build_spec(**kwargs):
+def build_spec(
+    *,
+    N,
+    C_in,
+    L,
+    weight_shape,
+    stride,
+    padding,
+    dilation,
+    groups,
+    padding_mode,
+    dtype,
+    batched,
+    input_name="x",
+):
     """Check one convolution's hyper-parameters against its shapes; return a ConvSpec.
 
     Training loops call with the same arguments again and again, so valid specs
     are remembered: validation then costs one dictionary look-up. Only accepted
     arguments are cached; anything unhashable (lists) is validated afresh.
     """
+    # Shapes, dtype, flag and name come from numconv's own code (array shapes and
+    # ints it has checked), so their values alone identify them. The caller's
+    # hyper-parameters go in with their types, in a fixed order; when one is a
+    # tuple, every entry is keyed with its type, down to the tuples' elements.
+    key = (
+        N, C_in, L, weight_shape, dtype, batched, input_name,
+        type(stride), stride, type(padding), padding, type(dilation), dilation,
+        type(groups), groups, type(padding_mode), padding_mode,
+    )
+    if (
+        isinstance(stride, tuple)
+        or isinstance(padding, tuple)
+        or isinstance(dilation, tuple)
+        or isinstance(groups, tuple)
+        or isinstance(padding_mode, tuple)
+    ):
+        key = _exact_key(key)
     try:
-        key = tuple(sorted((name, _exact_key(v)) for name, v in kwargs.items()))
-        hash(key)
+        spec = _spec_cache.get(key)
     except TypeError:
-        return _build_spec(**kwargs)
-    spec = _spec_cache.get(key)
+        # Unhashable (a list): validated afresh, and not remembered.
+        spec = key = None
     if spec is None:
-        spec = _build_spec(**kwargs)
-        if len(_spec_cache) >= _SPEC_CACHE_SIZE:
-            _spec_cache.clear()
-        _spec_cache[key] = spec
+        spec = _build_spec(
+            N=N,
+            C_in=C_in,
+            L=L,
+            weight_shape=weight_shape,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            padding_mode=padding_mode,
+            dtype=dtype,
+            batched=batched,
+            input_name=input_name,
+        )
+        if key is not None:
+            if len(_spec_cache) >= _SPEC_CACHE_SIZE:
+                _spec_cache.clear()
+            _spec_cache[key] = spec
     return spec
 
 

@@ -154,3 +154,43 @@ def test_odd_layouts_give_the_same_result_and_inputs_are_untouched():
         y = numconv.conv1d(view, w, padding=1)
         np.testing.assert_array_equal(y, expected, err_msg=name)
         np.testing.assert_array_equal(np.asarray(view), before, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "accepted, refused",
+    [
+        (dict(stride=1), dict(stride=True)),
+        (dict(stride=1), dict(stride=np.True_)),
+        (dict(padding=2), dict(padding=2.0)),
+        (dict(padding=(1, 2)), dict(padding=(1, 2.0))),
+        (dict(padding=(1, 1)), dict(padding=(1, True))),
+        (dict(dilation=(1,)), dict(dilation=(True,))),
+        (dict(groups=1), dict(groups=1.0)),
+    ],
+    ids=lambda kw: "-".join(f"{k}={v!r}" for k, v in kw.items()),
+)
+def test_remembered_specs_are_not_reused_for_equal_values_of_other_types(
+    accepted, refused
+):
+    # Valid specs are remembered between calls. A value that compares equal to
+    # an accepted one (True == 1, 2.0 == 2) but that validation refuses must
+    # still be refused, however often the accepted value was used before.
+    x, w = np.ones((2, 4, 10)), np.ones((6, 4, 3))
+    for _ in range(2):
+        numconv.conv1d(x, w, **accepted)
+        g = np.ones_like(numconv.conv1d(x, w, **accepted))
+        numconv.conv1d_backward(x, w, g, **accepted)
+    with pytest.raises(TypeError, match="must be an int"):
+        numconv.conv1d(x, w, **refused)
+    with pytest.raises(TypeError, match="must be an int"):
+        numconv.conv1d_backward(x, w, g, **refused)
+
+
+def test_remembered_specs_serve_equal_values_that_validation_accepts():
+    x, w = np.arange(80.0).reshape(2, 4, 10), np.ones((6, 4, 3))
+    expected = numconv.conv1d(x, w, stride=2, padding=(1, 2))
+
+    for stride in (2, np.int64(2), (2,), [2], (np.int32(2),)):
+        for padding in ((1, 2), [1, 2], (np.int64(1), 2)):
+            y = numconv.conv1d(x, w, stride=stride, padding=padding)
+            np.testing.assert_array_equal(y, expected)

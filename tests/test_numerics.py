@@ -19,6 +19,8 @@ import pytest
 
 import numconv
 import reference
+from numconv._padding import finite_outside, tap_ranges
+from numconv._spec import build_spec
 from robust_util import FAMILIES, maybe_forced
 
 try:
@@ -337,6 +339,43 @@ def test_padding_zeros_never_turn_inf_into_nan(family):
             check_class("grad_weight(special g)", gw, expected_class(*counts), context)
             ran += 1
     assert ran, f"{family} ran nothing"
+
+
+def test_interior_is_where_no_tap_reads_padding():
+    """The closed form of spec.interior agrees with the per-tap output ranges it
+    stands for; the padding fix-ups above rely on it to find the edges."""
+    checked = 0
+    for L, K, stride, dilation, left, right in itertools.product(
+        (1, 2, 5, 13), (1, 2, 3, 6), (1, 2, 3, 5), (1, 2, 4), (0, 1, 3, 7), (0, 2, 9)
+    ):
+        try:
+            spec = build_spec(
+                N=1, C_in=1, L=L, weight_shape=(1, 1, K), stride=stride,
+                padding=(left, right), dilation=dilation, groups=1,
+                padding_mode="zeros", dtype=np.float64, batched=True,
+            )
+        except ValueError:
+            continue
+        ranges = tap_ranges(spec)
+        lo, hi = max(t0 for t0, _ in ranges), min(t1 for _, t1 in ranges)
+        assert spec.interior == (lo, hi), spec
+        checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_outside_checks_exactly_the_edge_columns(dtype):
+    shape = (2, 3, 7)
+    bounds = [(0, 7), (2, 7), (0, 4), (2, 4), (5, 2), (7, 7), (0, 0), (9, 9), (3, 3)]
+    for (lo, hi), special in itertools.product(bounds, (np.nan, np.inf, -np.inf)):
+        assert finite_outside(np.ones(shape, dtype), lo, hi)
+        for pos in np.ndindex(shape):
+            a = np.ones(shape, dtype)
+            a[pos] = special
+            expected = bool(
+                np.isfinite(a[:, :, :lo]).all() and np.isfinite(a[:, :, hi:]).all()
+            )
+            assert finite_outside(a, lo, hi) == expected, (lo, hi, pos)
 
 
 # -- float32 accuracy against float64 --------------------------------------------------
