@@ -361,6 +361,10 @@ def traced_call(fn):
     return seconds, max(peak - base - _nbytes(result), 0)
 
 
+# Pause before each timed run (see ``time_pair``).
+SETTLE_S = 0.05
+
+
 def time_runs(fn, inner):
     start = time.perf_counter()
     for _ in range(inner):
@@ -412,6 +416,12 @@ def time_pair(contenders, settings):
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             inner = out[name]["calls_per_run"]
+            # Worker threads spin for a while after a parallel call before they
+            # sleep (PyTorch's OpenMP ones noticeably): a run started straight
+            # after the other contender's shares the cores with them. Measured
+            # on resnet1d: whichever ran right after PyTorch took 30% longer,
+            # and a pause of 10 ms removed the difference.
+            time.sleep(SETTLE_S)
             out[name]["runs_s"].append(time_runs(contenders[name], inner))
     for stats in out.values():
         stats["median_s"] = statistics.median(stats["runs_s"])
