@@ -70,14 +70,27 @@ def force(name):
 #   (32, 32, 31, 1) "longkernel"   34.1 / 30.4 / 31.3  39.0 / 33.2 / 33.1 39.7 / 30.9
 #   (64, 64, 3, 1) "resnet1d"      28.3 / 17.8 / 17.8  29.7 / 16.7 / 16.9 13.2 / 10.0
 #
+# Once both BLAS forms summed into a scratch block instead of the output
+# (see ``numconv._kernels.gemm.forward_kernel``), gemm / im2col, float32:
+#
+#   (C_in/g, C_out/g, K)             forward        weight grad
+#   (64, 64, 3) "resnet1d"           10.5 / 9.1     11.3 / 10.0
+#   (64, 64, 2), dilation 8          19.0 / 16.3    14.9 / 12.9
+#   (256, 256, 3) "wide"             23.3 / 26.7    29.5 / 30.9
+#   (300, 100, 5) "textcnn"          20.8 / 24.9
+#   (32, 32, 31) "longkernel"        30.3 / 32.5
+#   (512, 512, 3), stride 2          169 / 207
+#
 # BLAS pays off once its products have enough output channels (C_out/g for the
 # forward pass and the weight gradient, C_in/g for the input gradient) and a
 # deep enough inner dimension; the direct kernels win below that. Of the two
-# BLAS forms, the block-local im2col wins while the input is thin (its product
-# has depth C_in/g * K, the shifted ones only C_in/g); from 32 input channels
-# they are within noise of each other, and the shifted products need no scratch.
+# BLAS forms, the block-local im2col wins while its depth C_in/g * K is small
+# (the shifted products then have a thin inner dimension C_in/g); past
+# IM2COL_MAX_DEPTH its scratch block has to hold fewer positions to stay in
+# L2, and the shifted products, which read the input where it lies, win.
 BLAS_MIN_CHANNELS = 32
 IM2COL_MIN_DEPTH = 16
+IM2COL_MAX_DEPTH = 256
 
 
 def choose(spec, op):
@@ -92,9 +105,12 @@ def choose(spec, op):
         if min(c_in, c_out) >= BLAS_MIN_CHANNELS and gemm.supports(spec, op):
             return "gemm"
         return "direct"
-    if c_out < BLAS_MIN_CHANNELS or c_in * spec.K < IM2COL_MIN_DEPTH:
+    depth = c_in * spec.K
+    if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:
         return "direct"
-    if c_in < BLAS_MIN_CHANNELS and im2col.supports(spec, op):
+    if (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH) and im2col.supports(
+        spec, op
+    ):
         return "im2col"
     if gemm.supports(spec, op):
         return "gemm"

@@ -282,8 +282,9 @@ def test_dispatcher_picks_blas_families_by_channels_per_group():
         )
 
     for op in ("forward", "grad_input", "grad_weight"):
-        assert _dispatch.choose(spec(64, 64, 1), op) == "gemm"
-        assert _dispatch.choose(spec(256, 256, 8), op) == "gemm"
+        assert _dispatch.choose(spec(256, 256, 1), op) == "gemm"
+        assert _dispatch.choose(spec(256, 256, 2), op) == "gemm"
+        assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "gemm"
         # Few output channels, or few channels per group: the direct kernels.
         assert _dispatch.choose(spec(128, 128, 8), op) == "direct"
         assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
@@ -297,7 +298,9 @@ def test_dispatcher_picks_blas_families_by_channels_per_group():
         assert _dispatch.choose(spec(12, 64, 1, K=16), op) == "im2col"
         assert _dispatch.choose(spec(2, 256, 1, K=9), op) == "im2col"
         assert _dispatch.choose(spec(48, 64, 2, K=5), op) == "im2col"
+        assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
         assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
         assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 1), "grad_input") == "gemm"
     for C_in, K in ((12, 16), (2, 9), (1, 10)):
         assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"

@@ -1,10 +1,10 @@
 """BLAS-backed kernels over a block-local im2col: one deep product per block.
 
-For channel-thin inputs (an ECG stem: 12 leads, K = 16; a raw waveform: one
-channel, K = 10, stride 5) the K shifted products of ``numconv._kernels.gemm``
-each have an inner dimension of C_in/g, a handful of channels, and BLAS runs
-such thin products far below its peak. Here each work item copies the K
-windows of its block of positions into a scratch block
+When the input is thin (an ECG stem: 12 leads, K = 16) or C_in/g * K is
+small (64 channels, K = 3), the K shifted products of
+``numconv._kernels.gemm`` have an inner dimension of only C_in/g, and BLAS
+runs such products far below its peak. Here each work item instead copies the
+K windows of its block of positions into a scratch block
 
     cols[ci*K + k, j] = xz[n, c(ci), (t0 + j)*s + k*d - shift]        (j < m)
 
@@ -13,7 +13,8 @@ zeros, so padding costs no copy of the input), and makes one product with
 inner dimension C_in/g * K. The weight, (C_out, C_in/g, K) row-major, already
 lies in that order, so it needs no re-layout:
 
-- forward: Y_block (C_out/g x m) = W_g (C_out/g x C_in/g*K) @ cols;
+- forward: Y_block (C_out/g x m) = W_g (C_out/g x C_in/g*K) @ cols, into a
+  second scratch block that is copied out with the bias;
 - weight gradient: gW_g += G_block (C_out/g x m) @ cols^T, summed over the
   (sample, block) units in a fixed split of the batch, as in ``gemm``: the
   result does not depend on the thread count.
@@ -22,22 +23,13 @@ The scratch holds exactly the elements the shifted products would read, with
 zeros where those read padding, so no term is added that they would not add;
 every stride is read directly, without a phase split. The scratch of one item
 is at most ``SCRATCH_BYTES``, so it stays in the core's L2 cache while BLAS
-reads it: with larger blocks the long-kernel layers lost speed.
+reads it; for deep layers that leaves short blocks, which is why
+``numconv._dispatch`` (where the timings that set the rule are kept) sends
+layers with a large C_in/g * K to the shifted products instead.
 
 The input gradient is ``gemm``'s: its K products transposed write a thin
 output of C_in/g rows, and gathering them through a scratch block would need a
 scatter-add of K rows per input row back into the gradient.
-
-Measured float32, 2 threads (ms; numconv's direct family, gemm's shifted
-products, this family with blocks of 512), forward:
-  (N, C_in, C_out, L, K, s) = (64, 12, 64, 4096, 16, 1): 198 / 182 / 134
-  (8, 1, 512, 16000, 10, 5):                            18.3 / 37.8 / 11.8
-  (64, 3, 64, 4096, 16, 1):                             53.0 / 79.8 / 40.0
-  (32, 1, 64, 8192, 7, 1):                              15.9 / 42.5 / 12.9
-  (32, 4, 128, 4096, 3, 1):                             21.2 / 36.3 / 17.6
-With 16 or more input channels per group the shifted products caught up (the
-suite's dense layers were within noise of each other), so ``numconv._dispatch``
-sends only thin-input layers here.
 """
 
 import numpy as np
@@ -119,22 +111,32 @@ def forward_kernel(x, shift, weight, bias, groups, stride, dilation, block, out)
     depth = C_in_g * K
     blocks = (L_out + block - 1) // block
     one = out.dtype.type(1)
+    zero = out.dtype.type(0)
     for item in prange(N * blocks):
         n = item // blocks
         t0 = (item - n * blocks) * block
         m = min(block, L_out - t0)
         row = scratch_row(m)
         cols = np.empty((depth, row), dtype=out.dtype)
+        # The product goes to a scratch block, whose rows are ``scratch_row``
+        # apart (see ``numconv._kernels.gemm.forward_kernel``), and is copied
+        # out with the bias.
+        acc = np.empty((C_out_g, row), dtype=out.dtype)
         for g in range(groups):
             fill_cols(x, n, g * C_in_g, C_in_g, K, t0, m, stride, dilation, shift,
                       cols)
-            for co in range(g * C_out_g, (g + 1) * C_out_g):
-                out[n, co, t0 : t0 + m] = bias[co]
-            # Y^T (m x C_out/g) += cols^T (m x depth) @ W_g^T (depth x C_out/g)
+            # acc^T (m x C_out/g) = cols^T (m x depth) @ W_g^T (depth x C_out/g)
             gemm(NO_TRANS, NO_TRANS, m, C_out_g, depth,
                  one, cols, 0, row,
                  weight, g * C_out_g * depth, depth,
-                 one, out, (n * C_out + g * C_out_g) * L_out + t0, L_out)
+                 zero, acc, 0, row)
+            for j in range(C_out_g):
+                co = g * C_out_g + j
+                orow = out[n, co, t0 : t0 + m]
+                arow = acc[j]
+                bv = bias[co]
+                for t in range(m):
+                    orow[t] = arow[t] + bv
 
 
 @njit(**JIT_OPTIONS)
