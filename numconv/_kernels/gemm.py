@@ -130,6 +130,17 @@ def phase_block(xp, n, stride, t0, length, row):
     return out
 
 
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def add_bias_into(acc, bias, n, co0, t0, m, out):
+    """out[n, co0 + j, t0 + t] = acc[j, t] + bias[co0 + j] for every row j of acc, t < m."""
+    for j in range(acc.shape[0]):
+        orow = out[n, co0 + j, t0 : t0 + m]
+        arow = acc[j]
+        bv = bias[co0 + j]
+        for t in range(m):
+            orow[t] = arow[t] + bv
+
+
 @njit(**JIT_OPTIONS)
 def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
     """out[n, co, t] = bias[co] + sum_{ci, k} wt[k, co, ci] * xp[n, c(ci), t*s + k*d].
@@ -179,13 +190,7 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
                      one, src, x_at + shift, ld,
                      wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
                      zero if k == 0 else one, acc, 0, acc_row)
-            for j in range(C_out_g):
-                co = g * C_out_g + j
-                orow = out[n, co, t0 : t0 + m]
-                arow = acc[j]
-                bv = bias[co]
-                for t in range(m):
-                    orow[t] = arow[t] + bv
+            add_bias_into(acc, bias, n, g * C_out_g, t0, m, out)
 
 
 @njit(**JIT_OPTIONS)

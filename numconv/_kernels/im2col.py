@@ -39,7 +39,7 @@ from numconv import _blas
 from numconv._blas import NO_TRANS, TRANS, gemm
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
 from numconv._kernels import gemm as shifted
-from numconv._kernels.gemm import merge_partials, scratch_row
+from numconv._kernels.gemm import add_bias_into, merge_partials, scratch_row
 
 # Positions per block, and the scratch one block may take.
 MAX_BLOCK = 512
@@ -130,13 +130,7 @@ def forward_kernel(x, shift, weight, bias, groups, stride, dilation, block, out)
                  one, cols, 0, row,
                  weight, g * C_out_g * depth, depth,
                  zero, acc, 0, row)
-            for j in range(C_out_g):
-                co = g * C_out_g + j
-                orow = out[n, co, t0 : t0 + m]
-                arow = acc[j]
-                bv = bias[co]
-                for t in range(m):
-                    orow[t] = arow[t] + bv
+            add_bias_into(acc, bias, n, g * C_out_g, t0, m, out)
 
 
 @njit(**JIT_OPTIONS)
