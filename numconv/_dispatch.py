@@ -98,7 +98,9 @@ def choose(spec, op):
     forced = getattr(_forced, "name", None)
     if forced is not None:
         if not FAMILIES[forced].supports(spec, op):
-            raise NotImplementedError(f"algorithm {forced!r} cannot run {op} for {spec}")
+            raise NotImplementedError(
+                f"algorithm {forced!r} cannot run {op} for {spec}"
+            )
         return forced
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
     if op == "grad_input":

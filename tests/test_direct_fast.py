@@ -17,7 +17,7 @@ import numconv
 from numconv import _dispatch, _polyphase
 from numconv._kernels import direct
 from numconv._spec import build_spec
-from tolerances import assert_close, inner, tol
+from tolerances import assert_close, inner
 
 
 def ref_forward(x, w, b, stride, left, right, dilation, groups):

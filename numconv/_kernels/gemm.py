@@ -8,8 +8,10 @@ that is, Y (C_out/g x L_out) += W_k (C_out/g x C_in/g) @ X_k, where X_k is the
 window ``xp[n, channels of g, k*d : k*d + L_out]``. In BLAS's column-major terms
 that window of the C-contiguous (C_in, L_padded) slab is an (L_out x C_in/g)
 matrix with leading dimension L_padded, so BLAS reads it where it lies: at
-stride 1 no copy of the input is made. The input gradient runs the same products transposed
-(gX_k += W_k^T @ G), and the weight gradient reduces G @ X_k^T over the batch.
+stride 1 no copy of the input is made. The forward pass sums each block's K
+products in a small scratch block and copies it out with the bias. The input
+gradient runs the same products transposed (gX_k += W_k^T @ G), and the weight
+gradient reduces G @ X_k^T over the batch.
 
 Each kernel is a parallel loop over blocks of work; every iteration makes its
 own single-threaded BLAS calls (see ``numconv._blas``). The weights are first
@@ -131,8 +133,24 @@ def phase_block(xp, n, stride, t0, length, row):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
+def block_source(xp, n, stride, t0, length):
+    """Where the products of sample n's block starting at t0 read the input.
+
+    Returns (src, at, phase_len): the matrices start ``at`` elements into
+    ``src``, phase r of channel c at ``at + (c*s + r) * phase_len``. At stride
+    1 that is xp itself; otherwise a new ``phase_block`` of the ``length``
+    phase positions from t0, where each tap is a unit-stride window again.
+    """
+    C_in, L_padded = xp.shape[1], xp.shape[2]
+    if stride == 1:
+        return xp, n * C_in * L_padded + t0, L_padded
+    phase_len = scratch_row(length)
+    return phase_block(xp, n, stride, t0, length, phase_len), 0, phase_len
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
 def add_bias_into(acc, bias, n, co0, t0, m, out):
-    """out[n, co0 + j, t0 + t] = acc[j, t] + bias[co0 + j] for every row j of acc, t < m."""
+    """out[n, co0 + j, t0 + t] = acc[j, t] + bias[co0 + j] for each row j, t < m."""
     for j in range(acc.shape[0]):
         orow = out[n, co0 + j, t0 : t0 + m]
         arow = acc[j]
@@ -152,7 +170,6 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
     """
     N, C_out, L_out = out.shape
     K, _, C_in_g = wt.shape
-    C_in, L_padded = xp.shape[1], xp.shape[2]
     C_out_g = C_out // groups
     max_lag = ((K - 1) * dilation) // stride
     blocks = (L_out + block - 1) // block
@@ -163,13 +180,7 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
         t0 = (item - n * blocks) * block
         m = min(block, L_out - t0)
 
-        # The matrices of sample n's block: xp itself at stride 1; else the
-        # block's phases, where tap k is a unit-stride window again.
-        if stride == 1:
-            src, phase_len, at = xp, L_padded, n * C_in * L_padded + t0
-        else:
-            phase_len = scratch_row(m + max_lag)
-            src, at = phase_block(xp, n, stride, t0, m + max_lag, phase_len), 0
+        src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag)
         ld = stride * phase_len
 
         # Each group's block of output is summed in a scratch block and then
@@ -304,11 +315,7 @@ def grad_weight_kernel(xp, grad_output, groups, stride, dilation, block, chunks,
             n = u // blocks
             t0 = (u - n * blocks) * block
             m = min(block, L_out - t0)
-            if stride == 1:
-                src, phase_len, at = xp, L_padded, n * C_in * L_padded + t0
-            else:
-                phase_len = scratch_row(m + max_lag)
-                src, at = phase_block(xp, n, stride, t0, m + max_lag, phase_len), 0
+            src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag)
             ld = stride * phase_len
 
             for g in range(groups):

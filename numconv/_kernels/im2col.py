@@ -202,7 +202,11 @@ def _grad_weight(x, shift, grad_output, groups, stride, dilation, out):
     with _blas.single_threaded():
         grad_weight_kernel(x, shift, grad_output, groups, stride, dilation, block,
                            chunks, partial)
-    merge_partials(partial.reshape(chunks, 1, C_out, depth), out.reshape(C_out, depth, 1))
+    # merge_partials sums (chunks, K, C_out, C_in/g) into (C_out, C_in/g, K); the
+    # partial buffers here are that with K = 1 and C_in/g * K columns.
+    merge_partials(
+        partial.reshape(chunks, 1, C_out, depth), out.reshape(C_out, depth, 1)
+    )
 
 
 def grad_weight(xp, grad_output, groups, stride, dilation, out):
