@@ -138,7 +138,13 @@ class Conv1d:
     def reset_parameters(self, rng=None):
         """Draw weight and bias uniformly from (-1/sqrt(fan_in), 1/sqrt(fan_in))."""
         if not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
+            try:
+                rng = np.random.default_rng(rng)
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"rng must be a numpy.random.Generator, a seed (a non-negative "
+                    f"int or sequence of them) or None, got {rng!r} ({err})"
+                ) from None
         fan_in = self.weight.shape[1] * self.weight.shape[2]
         bound = 1.0 / math.sqrt(fan_in)
 

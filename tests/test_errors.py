@@ -194,3 +194,9 @@ def test_remembered_specs_serve_equal_values_that_validation_accepts():
         for padding in ((1, 2), [1, 2], (np.int64(1), 2)):
             y = numconv.conv1d(x, w, stride=stride, padding=padding)
             np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("rng", ["seed", 1.5, -1])
+def test_conv1d_layer_names_a_bad_rng(rng):
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        numconv.Conv1d(4, 6, 3, rng=rng)
