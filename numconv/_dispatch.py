@@ -70,8 +70,9 @@ def force(name):
 #   (32, 32, 31, 1) "longkernel"   34.1 / 30.4 / 31.3  39.0 / 33.2 / 33.1 39.7 / 30.9
 #   (64, 64, 3, 1) "resnet1d"      28.3 / 17.8 / 17.8  29.7 / 16.7 / 16.9 13.2 / 10.0
 #
-# Once both BLAS forms summed into a scratch block instead of the output
-# (see ``numconv._kernels.gemm.forward_kernel``), gemm / im2col, float32:
+# The two BLAS forms against each other, timed again once both forward
+# passes summed into a scratch block (see
+# ``numconv._kernels.gemm.forward_kernel``), gemm / im2col, float32:
 #
 #   (C_in/g, C_out/g, K)             forward        weight grad
 #   (64, 64, 3) "resnet1d"           10.5 / 9.1     11.3 / 10.0

@@ -185,10 +185,11 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
 
         # Each group's block of output is summed in a scratch block and then
         # copied out with the bias: its rows, ``scratch_row`` apart, never
-        # fall into the same cache sets the way rows of a long output do, and
+        # fall into the same cache sets the way rows of a long output can, and
         # the first tap overwrites it (beta = 0), so nothing needs zeroing.
-        # Against summing straight into ``out`` (rows L_out apart) this ran
-        # the suite's dense layers 15 to 27% faster.
+        # Against summing straight into ``out`` after a bias fill, timed in
+        # one process with alternating order, the suite's dense layers ran
+        # 0 to 6% faster (textcnn 20.9 -> 19.7 ms, resnet1d 10.9 -> 10.7).
         acc_row = scratch_row(m)
         acc = np.empty((C_out_g, acc_row), dtype=out.dtype)
         for g in range(groups):
