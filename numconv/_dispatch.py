@@ -111,8 +111,10 @@ def choose(spec, op):
     depth = c_in * spec.K
     if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:
         return "direct"
-    if (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH) and im2col.supports(
-        spec, op
+    if (
+        (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH)
+        and im2col.scratch_fits(spec)
+        and im2col.supports(spec, op)
     ):
         return "im2col"
     if gemm.supports(spec, op):

@@ -274,9 +274,9 @@ def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
 def test_dispatcher_picks_blas_families_by_channels_per_group():
     from numconv._spec import build_spec
 
-    def spec(C_in, C_out, groups, K=3):
+    def spec(C_in, C_out, groups, K=3, L=64):
         return build_spec(
-            N=2, C_in=C_in, L=64, weight_shape=(C_out, C_in // groups, K),
+            N=2, C_in=C_in, L=L, weight_shape=(C_out, C_in // groups, K),
             stride=1, padding=1, dilation=1, groups=groups,
             padding_mode="zeros", dtype=np.float32, batched=True,
         )
@@ -299,6 +299,9 @@ def test_dispatcher_picks_blas_families_by_channels_per_group():
         assert _dispatch.choose(spec(2, 256, 1, K=9), op) == "im2col"
         assert _dispatch.choose(spec(48, 64, 2, K=5), op) == "im2col"
         assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
+        # A thin input with a kernel so long that one block's scratch would
+        # pass its budget: the shifted products, which need no scratch.
+        assert _dispatch.choose(spec(12, 64, 1, K=1000, L=2048), op) == "gemm"
         assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
         assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
     assert _dispatch.choose(spec(64, 64, 1), "grad_input") == "gemm"

@@ -60,6 +60,17 @@ def supports(spec, op):
     )
 
 
+def scratch_fits(spec):
+    """True when a block of ``MIN_BLOCK`` positions fits the scratch budget.
+
+    Beyond that depth every block would take more than ``SCRATCH_BYTES``
+    (a long kernel on a thin input: C_in/g * K in the thousands), so the
+    dispatcher does not choose this family.
+    """
+    depth = spec.C_in_per_group * spec.K
+    return depth * MIN_BLOCK * spec.dtype.itemsize <= SCRATCH_BYTES
+
+
 def cols_block(N, L_out, depth, itemsize):
     """Output positions per block: fits the scratch budget, splits small batches.
 
