@@ -26,10 +26,10 @@ import numpy as np
 
 from numconv import _polyphase
 from numconv._config import kernel_guard
-from numconv._kernels import common, direct, gemm, im2col
+from numconv._kernels import common, direct, gemm, im2col, tiled
 from numconv._padding import fold_padding
 
-FAMILIES = {"direct": direct, "gemm": gemm, "im2col": im2col}
+FAMILIES = {"direct": direct, "gemm": gemm, "im2col": im2col, "tiled": tiled}
 
 
 class _Forced(threading.local):

@@ -1,0 +1,328 @@
+"""Register-tiled kernels: packed panels and a vector micro-kernel, no BLAS.
+
+The forward pass of a block of output positions is a product of inner
+dimension C_in/g * K, as in ``numconv._kernels.im2col``:
+
+    Y_block (C_out/g x m) = W_g (C_out/g x C_in/g*K) @ cols (C_in/g*K x m).
+
+BLAS runs products of this size (64 to 512 rows, a few hundred deep) well
+below its peak, because it re-packs both operands for every call. Here the
+operands are packed once, in the order the micro-kernel reads them:
+
+- the weight into row panels, ``ap[g, i, p, r] = W_g[i*MR + r, p]`` (zero
+  rows past C_out/g), once per call;
+- each block's windows into column panels,
+  ``bp[j, p, c] = xz[n, c(ci), (t0 + j*NR + c)*s + k*d - shift]`` with
+  p = ci*K + k (zero columns past the block), once per block and group.
+
+``tile_product`` then keeps an MR x NR tile of the result in vector registers
+while it walks the inner dimension: each step loads NR inputs and MR weights
+for MR * NR multiply-adds. Numba cannot express vector registers, so the
+micro-kernel is an intrinsic that emits the LLVM vector code itself: fused
+multiply-adds of 256-bit vectors (8 float32 or 4 float64 lanes), which LLVM
+splits into narrower ones on a machine without AVX. The fused multiply-add
+rounds once, as BLAS's kernels do; NaN and Inf propagate as IEEE says.
+
+The inner dimension is walked in chunks of ``DEPTH_CHUNK``, so that a column
+panel stays in L1 while every row panel of the chunk passes it; the first
+chunk overwrites the tile and the others add to it. The tiles land in a
+scratch block of whole tiles, which is copied out with the bias, so the
+micro-kernel never writes a partial tile.
+
+The input gradient at stride 1 is a forward correlation of the output
+gradient with the flipped, transposed weight (as in
+``numconv._kernels.direct``), so it runs on the same forward kernel. At other
+strides it is ``numconv._kernels.gemm``'s. The weight gradient is
+``numconv._kernels.im2col``'s.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
+from numconv._kernels import direct, im2col
+from numconv._kernels import gemm as shifted
+from numconv._kernels.gemm import add_bias_into
+
+# Rows of a tile, and vectors per tile row. 4 x 3 vectors of 8 float32 keeps
+# 12 accumulators, 3 inputs and 1 broadcast weight in the 16 AVX registers.
+MR = 4
+VECTORS = 3
+VECTOR_BYTES = 32
+
+# Inner-dimension steps per pass over a column panel (see the module docstring).
+DEPTH_CHUNK = 256
+
+
+def panel_width(dtype):
+    """NR, the columns of a tile, for arrays of ``dtype``."""
+    return VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@intrinsic
+def tile_product(typingctx, a, a_off, b, b_off, depth, c, c_off, ldc, accumulate):
+    """c[r*ldc + j] (+)= sum_{p < depth} a[p*MR + r] * b[p*NR + j], r < MR, j < NR.
+
+    Offsets in elements from the start of each C-contiguous array; the tile
+    adds to c when ``accumulate`` is true and overwrites it otherwise. No bounds
+    are checked: the caller sizes every array.
+    """
+    sig = types.void(a, a_off, b, b_off, depth, c, c_off, ldc, accumulate)
+
+    def codegen(context, builder, signature, args):
+        a_, a_off_, b_, b_off_, depth_, c_, c_off_, ldc_, acc_ = args
+        elem = context.get_data_type(signature.args[0].dtype)
+        single = isinstance(elem, ir.FloatType)
+        lanes = VECTOR_BYTES // (4 if single else 8)
+        align = 4 if single else 8
+        vec = ir.VectorType(elem, lanes)
+        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        nr = VECTORS * lanes
+
+        def start(index, array, offset):
+            data = context.make_array(signature.args[index])(context, builder, array).data
+            return builder.gep(data, [offset])
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        def vector_at(base, offset):
+            return builder.bitcast(builder.gep(base, [offset]), vptr)
+
+        def splat(value):
+            one = builder.insert_element(
+                ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
+            )
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), mask)
+
+        name = "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64")
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), name
+        )
+        A = start(0, a_, a_off_)
+        B = start(2, b_, b_off_)
+        C = start(5, c_, c_off_)
+        slots = [
+            builder.add(builder.mul(ldc_, const(r)), const(v * lanes))
+            for r in range(MR)
+            for v in range(VECTORS)
+        ]
+
+        # Start from the tile in c, or from zero.
+        zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
+        keep = builder.trunc(acc_, ir.IntType(1)) if acc_.type != ir.IntType(1) else acc_
+        first = []
+        with builder.if_else(keep) as (then, otherwise):
+            with then:
+                loaded = [builder.load(vector_at(C, s), align=align)
+                          for s in slots]
+                then_block = builder.block
+            with otherwise:
+                otherwise_block = builder.block
+        for i in range(len(slots)):
+            phi = builder.phi(vec)
+            phi.add_incoming(loaded[i], then_block)
+            phi.add_incoming(zero, otherwise_block)
+            first.append(phi)
+
+        entry = builder.block
+        loop = builder.append_basic_block("tile.loop")
+        done = builder.append_basic_block("tile.done")
+        builder.cbranch(builder.icmp_signed(">", depth_, const(0)), loop, done)
+
+        builder.position_at_end(loop)
+        p = builder.phi(i64)
+        p.add_incoming(const(0), entry)
+        accs = []
+        for value in first:
+            phi = builder.phi(vec)
+            phi.add_incoming(value, entry)
+            accs.append(phi)
+        b_row = builder.gep(B, [builder.mul(p, const(nr))])
+        inputs = [
+            builder.load(vector_at(b_row, const(v * lanes)), align=align)
+            for v in range(VECTORS)
+        ]
+        a_row = builder.gep(A, [builder.mul(p, const(MR))])
+        updated = []
+        for r in range(MR):
+            weight = splat(builder.load(builder.gep(a_row, [const(r)])))
+            for v in range(VECTORS):
+                updated.append(
+                    builder.call(fma, [weight, inputs[v], accs[r * VECTORS + v]])
+                )
+        following = builder.add(p, const(1))
+        p.add_incoming(following, loop)
+        for phi, value in zip(accs, updated):
+            phi.add_incoming(value, loop)
+        builder.cbranch(builder.icmp_signed("<", following, depth_), loop, done)
+
+        builder.position_at_end(done)
+        final = []
+        for i in range(len(slots)):
+            phi = builder.phi(vec)
+            phi.add_incoming(first[i], entry)
+            phi.add_incoming(updated[i], loop)
+            final.append(phi)
+        for value, s in zip(final, slots):
+            builder.store(value, vector_at(C, s), align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def pack_weight(weight, groups):
+    """Row panels ap (groups, row tiles, C_in/g*K, MR) of weight (C_out, C_in/g, K).
+
+    ap[g, i, p, r] = weight[g*C_out_g + i*MR + r].ravel()[p], zero past C_out/g.
+    """
+    C_out, C_in_g, K = weight.shape
+    C_out_g = C_out // groups
+    tiles = -(-C_out_g // MR)
+    depth = C_in_g * K
+    rows = np.zeros((groups, tiles * MR, depth), dtype=weight.dtype)
+    rows[:, :C_out_g] = weight.reshape(groups, C_out_g, depth)
+    return np.ascontiguousarray(
+        rows.reshape(groups, tiles, MR, depth).transpose(0, 1, 3, 2)
+    )
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def pack_columns(x, n, c0, C_in_g, K, t0, m, stride, dilation, shift, bp):
+    """bp[j, ci*K + k, c] = xz[n, c0 + ci, (t0 + j*NR + c)*s + k*d - shift].
+
+    Zero where that position lies outside x or the column is past m.
+    x : (N, C_in, L); bp : (panels, C_in_g*K, NR), panels * NR >= m.
+    """
+    L = x.shape[2]
+    panels, _, nr = bp.shape
+    for ci in range(C_in_g):
+        xrow = x[n, c0 + ci]
+        for k in range(K):
+            p = ci * K + k
+            u0 = t0 * stride + k * dilation - shift
+            for j in range(panels):
+                dst = bp[j, p]
+                first = j * nr
+                u = u0 + first * stride
+                last = u + (nr - 1) * stride
+                if first + nr <= m and u >= 0 and last < L:
+                    if stride == 1:
+                        dst[:] = xrow[u : u + nr]
+                    else:
+                        for c in range(nr):
+                            dst[c] = xrow[u + c * stride]
+                else:
+                    for c in range(nr):
+                        uc = u + c * stride
+                        dst[c] = xrow[uc] if first + c < m and 0 <= uc < L else 0
+
+
+@njit(**JIT_OPTIONS)
+def forward_kernel(x, shift, ap, bias, groups, K, stride, dilation, block, out):
+    """out[n, co, t] = bias[co] + sum_{ci, k} weight[co, ci, k] * xz[n, c(ci), u].
+
+    u = t*s + k*d - shift, xz as in ``pack_columns``; ap = ``pack_weight`` of
+    weight. x : (N, C_in, L); bias : (C_out,); out : (N, C_out, L_out), fully
+    overwritten; block : positions per work item, a multiple of NR.
+    """
+    N, C_out, L_out = out.shape
+    _, row_tiles, depth, _ = ap.shape
+    C_in_g = x.shape[1] // groups
+    C_out_g = C_out // groups
+    nr = VECTORS * VECTOR_BYTES // out.itemsize
+    blocks = (L_out + block - 1) // block
+    for item in prange(N * blocks):
+        n = item // blocks
+        t0 = (item - n * blocks) * block
+        m = min(block, L_out - t0)
+        panels = (m + nr - 1) // nr
+        ldc = panels * nr
+        bp = np.empty((panels, depth, nr), dtype=out.dtype)
+        acc = np.empty((row_tiles * MR, ldc), dtype=out.dtype)
+        for g in range(groups):
+            pack_columns(x, n, g * C_in_g, C_in_g, K, t0, m, stride, dilation, shift,
+                         bp)
+            for p0 in range(0, depth, DEPTH_CHUNK):
+                steps = min(DEPTH_CHUNK, depth - p0)
+                for j in range(panels):
+                    for i in range(row_tiles):
+                        tile_product(ap, ((g * row_tiles + i) * depth + p0) * MR,
+                                     bp, (j * depth + p0) * nr, steps,
+                                     acc, i * MR * ldc + j * nr, ldc, p0 > 0)
+            add_bias_into(acc[:C_out_g], bias, n, g * C_out_g, t0, m, out)
+
+
+def supports(spec, op):
+    """Specs with at least one input and output channel per group.
+
+    The input gradient at stride > 1 is ``gemm``'s, with its limits.
+    """
+    if spec.C_in_per_group * spec.K == 0 or spec.C_out_per_group == 0:
+        return False
+    if op == "grad_input" and spec.stride > 1:
+        return shifted.supports(spec, op)
+    if op == "grad_weight":
+        return im2col.supports(spec, op)
+    return True
+
+
+def forward_block(N, L_out, depth, dtype):
+    """Positions per work item: a multiple of NR that fits the column panels
+    in ``im2col.SCRATCH_BYTES`` and splits small batches across threads."""
+    nr = panel_width(dtype)
+    itemsize = np.dtype(dtype).itemsize
+    block = im2col.cols_block(N, L_out, depth, itemsize)
+    return max(nr, block - block % nr)
+
+
+def forward_shifted(x, shift, weight, bias, groups, dilation, out):
+    """Stride-1 forward pass of x zero-padded by ``shift`` on the left, no copy."""
+    _forward(x, shift, weight, bias, groups, 1, dilation, out)
+
+
+def forward(xp, weight, bias, groups, stride, dilation, out):
+    """Forward pass; the family's entry point (see ``numconv._dispatch``).
+
+    xp : (N, C_in, L_padded); weight : (C_out, C_in/groups, K); bias : (C_out,);
+    out : (N, C_out, L_out), fully overwritten.
+    """
+    _forward(xp, 0, weight, bias, groups, stride, dilation, out)
+
+
+def _forward(x, shift, weight, bias, groups, stride, dilation, out):
+    N, C_out, L_out = out.shape
+    _, C_in_g, K = weight.shape
+    ap = pack_weight(weight, groups)
+    block = forward_block(N, L_out, C_in_g * K, out.dtype)
+    forward_kernel(x, shift, ap, bias, groups, K, stride, dilation, block, out)
+
+
+def grad_input_shifted(grad_output, weight, groups, dilation, crop_left, out):
+    """Stride-1 input gradient for padded positions crop_left onwards.
+
+    The forward correlation of ``numconv._kernels.direct.grad_input_shifted``,
+    run on this family's forward kernel. out : (N, C_in, length), overwritten.
+    """
+    _, C_in_g, K = weight.shape
+    wf = direct._flipped_transpose(weight, groups)
+    zero = np.zeros(C_in_g * groups, dtype=out.dtype)
+    forward_shifted(grad_output, (K - 1) * dilation - crop_left, wf, zero, groups,
+                    dilation, out)
+
+
+def grad_input(grad_output, weight, groups, stride, dilation, out):
+    """Gradient w.r.t. the padded input, out : (N, C_in, L_padded), overwritten."""
+    if stride == 1:
+        grad_input_shifted(grad_output, weight, groups, dilation, 0, out)
+    else:
+        shifted.grad_input(grad_output, weight, groups, stride, dilation, out)
+
+
+grad_weight = im2col.grad_weight
+grad_weight_shifted = im2col.grad_weight_shifted
