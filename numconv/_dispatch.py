@@ -93,6 +93,45 @@ BLAS_MIN_CHANNELS = 32
 IM2COL_MIN_DEPTH = 16
 IM2COL_MAX_DEPTH = 256
 
+# The register-tiled kernels against the direct ones, float32, 2 threads,
+# through the public functions, interleaved, medians of 9, ms (direct / tiled):
+#
+#   (C_in/g, C_out/g, K, groups)  forward         input grad
+#   (16, 16, 5, 1)                0.76 / 0.57     0.79 / 0.63
+#   (8, 32, 5, 1)                 2.21 / 1.49     2.38 / 2.12
+#   (32, 8, 5, 1)                 2.45 / 2.21     2.31 / 1.73
+#   (3, 64, 16, 1)                5.29 / 3.52     6.30 / 5.92
+#   (24, 24, 3, 1)                1.13 / 0.47     0.82 / 0.49
+#   (4, 64, 3, 1)                 1.80 / 2.17     1.64 / 1.58
+#   (4, 128, 3, 1)                2.02 / 2.74     3.11 / 3.40
+#   (64, 4, 3, 1)                 0.88 / 1.15     0.80 / 1.00
+#   (1, 64, 7, 1)                 1.89 / 2.34     2.15 / 9.49
+#   (4, 4, 3, 16)                 0.44 / 0.93     0.50 / 1.19
+#   (2, 256, 9, 1), stride 4      47.6 / 5.33     51.7 / 33.6 (gemm's)
+#
+# and against the BLAS families on the suite's layers (forward, kernel only,
+# medians of 21; im2col / tiled): resnet1d 7.88 / 6.70, wide 24.2 / 23.3,
+# textcnn 23.9 / 20.1, grouped 8.12 / 3.58, ecg_first 58.0 / 39.2, tcn 8.58 /
+# 4.82, longkernel 27.6 / 13.0. The input gradient (auto / tiled): resnet1d
+# 12.9 / 10.1, longkernel 33.8 / 19.2, ecg_first 103 / 54.7, textcnn 22.3 /
+# 19.5. In float64 BLAS keeps the widest layer: wide forward 51.5 (gemm) /
+# 63.4 (tiled). A tile has MR rows (output channels of the product, so the
+# input channels for the input gradient), and a product with few rows or a
+# shallow inner dimension wastes most of each tile: the direct kernels keep
+# those.
+TILED_MIN_ROWS = 8
+TILED_MIN_DEPTH = 16
+BLAS_WIDE = 256
+
+
+def _tiled_or_direct(rows, depth, inner):
+    """Family for a stride-1 product of ``rows`` output rows and ``depth`` steps."""
+    if rows < TILED_MIN_ROWS or depth < TILED_MIN_DEPTH:
+        return "direct"
+    if min(rows, inner) >= BLAS_WIDE:
+        return "gemm"
+    return "tiled"
+
 
 def choose(spec, op):
     """Name of the family that runs ``op`` ("forward", "grad_input", "grad_weight")."""
@@ -103,23 +142,28 @@ def choose(spec, op):
                 f"algorithm {forced!r} cannot run {op} for {spec}"
             )
         return forced
+    c_in, c_out, K = spec.C_in_per_group, spec.C_out_per_group, spec.K
+    if op == "forward":
+        name = _tiled_or_direct(c_out, c_in * K, c_in)
+    elif op == "grad_input" and spec.stride == 1:
+        name = _tiled_or_direct(c_in, c_out * K, c_out)
+    elif op == "grad_input":
+        name = "gemm" if min(c_in, c_out) >= BLAS_MIN_CHANNELS else "direct"
+    else:
+        name = _grad_weight_family(spec)
+    return name if FAMILIES[name].supports(spec, op) else "direct"
+
+
+def _grad_weight_family(spec):
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
-    if op == "grad_input":
-        if min(c_in, c_out) >= BLAS_MIN_CHANNELS and gemm.supports(spec, op):
-            return "gemm"
-        return "direct"
     depth = c_in * spec.K
     if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:
         return "direct"
-    if (
-        (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH)
-        and im2col.scratch_fits(spec)
-        and im2col.supports(spec, op)
+    if (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH) and im2col.scratch_fits(
+        spec
     ):
         return "im2col"
-    if gemm.supports(spec, op):
-        return "gemm"
-    return "direct"
+    return "gemm"
 
 
 def forward(xp, weight, bias, spec):

@@ -432,5 +432,135 @@ def grad_input(grad_output, weight, groups, stride, dilation, out):
         shifted.grad_input(grad_output, weight, groups, stride, dilation, out)
 
 
-grad_weight = im2col.grad_weight
-grad_weight_shifted = im2col.grad_weight_shifted
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def pack_outputs(grad_output, n, co0, rows, t0, m, ga):
+    """ga[i, t, r] = grad_output[n, co0 + i*MR + r, t0 + t] for t < m; zero rows
+    from ``rows`` on. ga : (row tiles, >= m, MR)."""
+    for i in range(ga.shape[0]):
+        for r in range(MR):
+            row = i * MR + r
+            if row < rows:
+                grow = grad_output[n, co0 + row]
+                for t in range(m):
+                    ga[i, t, r] = grow[t0 + t]
+            else:
+                for t in range(m):
+                    ga[i, t, r] = 0
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def pack_windows(x, n, c0, C_in_g, K, t0, m, stride, dilation, shift, xb):
+    """xb[j, t, c] = xz[n, c0 + ci, (t0 + t)*s + k*d - shift] for t < m, where
+    ci*K + k = j*NR + c; zero for columns past C_in_g*K and outside x.
+    xb : (panels, >= m, NR)."""
+    L = x.shape[2]
+    panels, _, nr = xb.shape
+    depth = C_in_g * K
+    for j in range(panels):
+        for c in range(nr):
+            p = j * nr + c
+            if p >= depth:
+                for t in range(m):
+                    xb[j, t, c] = 0
+                continue
+            ci = p // K
+            xrow = x[n, c0 + ci]
+            u0 = t0 * stride + (p - ci * K) * dilation - shift
+            # Positions t in [ta, tb) read inside x.
+            ta = min(max(-(-(-u0) // stride), 0), m)
+            tb = max(min(-(-(L - u0) // stride), m), ta)
+            for t in range(ta):
+                xb[j, t, c] = 0
+            for t in range(ta, tb):
+                xb[j, t, c] = xrow[u0 + t * stride]
+            for t in range(tb, m):
+                xb[j, t, c] = 0
+
+
+@njit(**JIT_OPTIONS)
+def grad_weight_kernel(x, shift, grad_output, groups, K, stride, dilation, block,
+                       partial):
+    """partial[j, g*R + co, p] = chunk j's share of gW[g*C_out_g + co].ravel()[p].
+
+    R = row tiles * MR per group. x : (N, C_in, L), read as in ``pack_panel``;
+    grad_output : (N, C_out, L_out); partial : (chunks, groups*R, panels*NR),
+    fully overwritten. Chunk j sums the j-th of near-equal runs of the
+    (n, block) units, in order, as ``numconv._kernels.im2col`` does.
+    """
+    N, C_out, L_out = grad_output.shape
+    chunks, rows_all, ldc = partial.shape
+    C_in_g = x.shape[1] // groups
+    C_out_g = C_out // groups
+    nr = VECTORS * VECTOR_BYTES // x.itemsize
+    R = rows_all // groups
+    row_tiles = R // MR
+    panels = ldc // nr
+    blocks = (L_out + block - 1) // block
+    units = N * blocks
+    for j in prange(chunks):
+        partial[j] = 0
+        ga = np.empty((row_tiles, block, MR), dtype=x.dtype)
+        xb = np.empty((panels, block, nr), dtype=x.dtype)
+        for u in range(j * units // chunks, (j + 1) * units // chunks):
+            n = u // blocks
+            t0 = (u - n * blocks) * block
+            m = min(block, L_out - t0)
+            for g in range(groups):
+                pack_outputs(grad_output, n, g * C_out_g, C_out_g, t0, m, ga)
+                pack_windows(x, n, g * C_in_g, C_in_g, K, t0, m, stride, dilation,
+                             shift, xb)
+                for jp in range(panels):
+                    for i in range(row_tiles):
+                        tile_product(ga, i * block * MR, xb, jp * block * nr, m,
+                                     ga, 0, partial,
+                                     (j * rows_all + g * R + i * MR) * ldc + jp * nr,
+                                     ldc, True)
+
+
+@njit(**JIT_OPTIONS)
+def merge_rows(partial, groups, out):
+    """out[g*C_out_g + co].ravel()[p] = sum_j partial[j, g*R + co, p], in order of j."""
+    chunks, rows_all, _ = partial.shape
+    C_out, C_in_g, K = out.shape
+    C_out_g = C_out // groups
+    R = rows_all // groups
+    depth = C_in_g * K
+    for row in prange(C_out):
+        g = row // C_out_g
+        source = g * R + row - g * C_out_g
+        for p in range(depth):
+            total = partial[0, source, p]
+            for j in range(1, chunks):
+                total += partial[j, source, p]
+            ci = p // K
+            out[row, ci, p - ci * K] = total
+
+
+def _grad_weight(x, shift, grad_output, groups, stride, dilation, out):
+    C_out, C_in_g, K = out.shape
+    N, _, L_out = grad_output.shape
+    nr = panel_width(out.dtype)
+    depth = C_in_g * K
+    panels = -(-depth // nr)
+    R = -(-(C_out // groups) // MR) * MR
+    block = im2col.cols_block(N, L_out, panels * nr, out.itemsize)
+    chunks = shifted.weight_chunks(N, C_out, L_out, out.size, block)
+    partial = np.empty((chunks, groups * R, panels * nr), dtype=out.dtype)
+    grad_weight_kernel(x, shift, grad_output, groups, K, stride, dilation, block,
+                       partial)
+    merge_rows(partial, groups, out)
+
+
+def grad_weight(xp, grad_output, groups, stride, dilation, out):
+    """Weight gradient; the family's entry point. Bitwise the same for any
+    number of threads.
+
+    xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
+    out : (C_out, C_in/groups, K), fully overwritten.
+    """
+    _grad_weight(xp, 0, grad_output, groups, stride, dilation, out)
+
+
+def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
+    """Stride-1 weight gradient of x zero-padded by ``shift`` on the left."""
+    _grad_weight(x, shift, grad_output, groups, 1, dilation, out)
