@@ -271,39 +271,55 @@ def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
         assert run["error"] < 1e-4, run
 
 
-def test_dispatcher_picks_blas_families_by_channels_per_group():
+def test_dispatcher_picks_families_by_channels_per_group():
     from numconv._spec import build_spec
 
-    def spec(C_in, C_out, groups, K=3, L=64):
+    def spec(C_in, C_out, groups, K=3, L=64, stride=1):
         return build_spec(
             N=2, C_in=C_in, L=L, weight_shape=(C_out, C_in // groups, K),
-            stride=1, padding=1, dilation=1, groups=groups,
+            stride=stride, padding=1, dilation=1, groups=groups,
             padding_mode="zeros", dtype=np.float32, batched=True,
         )
 
-    for op in ("forward", "grad_input", "grad_weight"):
+    # The forward pass and the stride-1 input gradient are products with
+    # C_out/g rows (C_in/g for the input gradient) and depth C_in/g * K
+    # (C_out/g * K): BLAS once both channel counts are wide, the register tiles
+    # in between, the direct kernels for few rows or a shallow depth.
+    for op in ("forward", "grad_input"):
         assert _dispatch.choose(spec(256, 256, 1), op) == "gemm"
-        assert _dispatch.choose(spec(256, 256, 2), op) == "gemm"
-        assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "gemm"
-        # Few output channels, or few channels per group: the direct kernels.
-        assert _dispatch.choose(spec(128, 128, 8), op) == "direct"
+        assert _dispatch.choose(spec(256, 256, 2), op) == "tiled"
+        assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "tiled"
+        assert _dispatch.choose(spec(128, 128, 8), op) == "tiled"
+        assert _dispatch.choose(spec(25, 25, 1, K=7), op) == "tiled"
         assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
-        assert _dispatch.choose(spec(25, 25, 1, K=7), op) == "direct"
-        assert _dispatch.choose(spec(1, 64, 1), op) == "direct"
         assert _dispatch.choose(spec(12, 4, 1), op) == "direct"
-    # Thin inputs with many outputs: im2col for the forward pass and the weight
-    # gradient once C_in/g * K is deep enough; the input gradient, whose
-    # products would have C_in/g output channels, stays direct.
-    for op in ("forward", "grad_weight"):
-        assert _dispatch.choose(spec(12, 64, 1, K=16), op) == "im2col"
-        assert _dispatch.choose(spec(2, 256, 1, K=9), op) == "im2col"
-        assert _dispatch.choose(spec(48, 64, 2, K=5), op) == "im2col"
-        assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
-        # A thin input with a kernel so long that one block's scratch would
-        # pass its budget: the shifted products, which need no scratch.
-        assert _dispatch.choose(spec(12, 64, 1, K=1000, L=2048), op) == "gemm"
-        assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
-        assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
-    assert _dispatch.choose(spec(64, 64, 1), "grad_input") == "gemm"
-    for C_in, K in ((12, 16), (2, 9), (1, 10)):
+        assert _dispatch.choose(spec(4, 4, 1, K=5), op) == "direct"
+    assert _dispatch.choose(spec(12, 64, 1, K=16), "forward") == "tiled"
+    assert _dispatch.choose(spec(2, 256, 1, K=9), "forward") == "tiled"
+    assert _dispatch.choose(spec(1, 64, 1, K=7), "forward") == "direct"
+    assert _dispatch.choose(spec(12, 64, 1, K=16), "grad_input") == "tiled"
+    for C_in, K in ((2, 9), (1, 10), (4, 3)):
         assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"
+    # A strided input gradient: the shifted BLAS products once both channel
+    # counts reach BLAS_MIN_CHANNELS.
+    assert _dispatch.choose(spec(64, 64, 1, stride=2), "grad_input") == "gemm"
+    assert _dispatch.choose(spec(16, 64, 1, stride=2), "grad_input") == "direct"
+
+    # The weight gradient: BLAS past BLAS_MIN_CHANNELS output channels per
+    # group, im2col while its depth C_in/g * K is shallow, gemm beyond.
+    op = "grad_weight"
+    assert _dispatch.choose(spec(256, 256, 1), op) == "gemm"
+    assert _dispatch.choose(spec(256, 256, 2), op) == "gemm"
+    assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "gemm"
+    assert _dispatch.choose(spec(128, 128, 8), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
+    assert _dispatch.choose(spec(25, 25, 1, K=7), op) == "direct"
+    assert _dispatch.choose(spec(12, 64, 1, K=16), op) == "im2col"
+    assert _dispatch.choose(spec(2, 256, 1, K=9), op) == "im2col"
+    assert _dispatch.choose(spec(48, 64, 2, K=5), op) == "im2col"
+    assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
+    # A thin input with a kernel so long that one block's scratch would pass
+    # its budget: the shifted products, which need no scratch.
+    assert _dispatch.choose(spec(12, 64, 1, K=1000, L=2048), op) == "gemm"
+    assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
+    assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"

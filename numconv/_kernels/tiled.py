@@ -25,15 +25,24 @@ rounds once, as BLAS's kernels do; NaN and Inf propagate as IEEE says.
 
 The inner dimension is walked in chunks of ``DEPTH_CHUNK``, so that a column
 panel stays in L1 while every row panel of the chunk passes it; the first
-chunk overwrites the tile and the others add to it. The tiles land in a
-scratch block of whole tiles, which is copied out with the bias, so the
-micro-kernel never writes a partial tile.
+chunk starts from the bias and the others add to the tile. Whole tiles are
+written straight into the output; the partial ones at the block's edges go to
+a scratch block that is copied out after, so the micro-kernel never writes
+past a row or a block. At stride 1 a panel whose windows lie inside the input
+needs no packing: step p reads the input row where it lies
+(``tile_product_rows``); only the panels at the borders are packed.
 
 The input gradient at stride 1 is a forward correlation of the output
 gradient with the flipped, transposed weight (as in
 ``numconv._kernels.direct``), so it runs on the same forward kernel. At other
-strides it is ``numconv._kernels.gemm``'s. The weight gradient is
-``numconv._kernels.im2col``'s.
+strides it is ``numconv._kernels.gemm``'s.
+
+The weight gradient of a block is the transposed product
+
+    gW_g (C_out/g x C_in/g*K) += G_block (C_out/g x m) @ cols (C_in/g*K x m)^T,
+
+with the output gradient packed into row panels and the transposed windows
+into column panels, both walked along the block's m positions.
 """
 
 import numpy as np
@@ -116,23 +125,21 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
         for v in range(VECTORS)
     ]
 
-    # Start from the tile in c, or from init[r] in every column of row r.
+    # Start from init[r] in every column of row r, or from zero when the sum
+    # is added to the tile in c: that addition comes after the loop, so that
+    # the depth steps sum among themselves before they meet a running total
+    # (a sum of many chunks or blocks rounds like a pairwise sum, not like one
+    # long running sum).
     keep = accumulate
     if keep.type != ir.IntType(1):
         keep = builder.icmp_unsigned("!=", keep, ir.Constant(keep.type, 0))
-    with builder.if_else(keep) as (then, otherwise):
-        with then:
-            loaded = [builder.load(vector_at(C, s), align=align) for s in slots]
-            then_block = builder.block
-        with otherwise:
-            starts = [splat(builder.load(builder.gep(I, [const(r)]))) for r in range(MR)]
-            otherwise_block = builder.block
+    zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
     first = []
-    for i, value in enumerate(loaded):
-        phi = builder.phi(vec)
-        phi.add_incoming(value, then_block)
-        phi.add_incoming(starts[i // VECTORS], otherwise_block)
-        first.append(phi)
+    for r in range(MR):
+        start_r = builder.select(
+            keep, zero, splat(builder.load(builder.gep(I, [const(r)])))
+        )
+        first.extend([start_r] * VECTORS)
 
     entry = builder.block
     loop = builder.append_basic_block("tile.loop")
@@ -174,7 +181,20 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
         phi.add_incoming(first[i], entry)
         phi.add_incoming(updated[i], loop)
         final.append(phi)
-    for value, s in zip(final, slots):
+    before = builder.block
+    with builder.if_then(keep):
+        summed = [
+            builder.fadd(value, builder.load(vector_at(C, s), align=align))
+            for value, s in zip(final, slots)
+        ]
+        then_block = builder.block
+    results = []
+    for value, total in zip(final, summed):
+        phi = builder.phi(vec)
+        phi.add_incoming(total, then_block)
+        phi.add_incoming(value, before)
+        results.append(phi)
+    for value, s in zip(results, slots):
         builder.store(value, vector_at(C, s), align=align)
 
 
@@ -183,7 +203,8 @@ def tile_product(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
                  accumulate):
     """c[r*ldc + j] = s + sum_{p < depth} a[p*MR + r] * b[p*NR + j], r < MR, j < NR.
 
-    s is c[r*ldc + j] itself when ``accumulate`` is true, else init[init_off + r].
+    s is c[r*ldc + j] itself, added once the sum is formed, when ``accumulate``
+    is true, else init[init_off + r].
     Offsets in elements from the start of each C-contiguous array. No bounds
     are checked: the caller sizes every array.
     """
@@ -366,8 +387,6 @@ def supports(spec, op):
         return False
     if op == "grad_input" and spec.stride > 1:
         return shifted.supports(spec, op)
-    if op == "grad_weight":
-        return im2col.supports(spec, op)
     return True
 
 
