@@ -1,0 +1,142 @@
+"""The tiled family's kernels called directly, inside fenced buffers.
+
+The micro-kernel is emitted LLVM code that no bounds check reaches, even under
+NUMBA_BOUNDSCHECK=1, so these tests aim at its edges (partial row tiles and
+panels, several depth chunks, border panels read where they lie) and surround
+every array it touches with sentinel rows: a read past an input brings NaN
+into the result, and a write past an output changes a sentinel.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from numconv._kernels import tiled
+from test_direct_fast import ref_forward, ref_grads
+from tolerances import assert_close
+
+SENTINEL = 12345.0
+
+
+def fenced(array, fill):
+    """A copy of ``array`` in rows 1..N of an (N + 2, ...) buffer of ``fill``.
+
+    The copy is C-contiguous, and its neighbours in memory on both sides are
+    the fill rows. Returns (buffer, copy).
+    """
+    buf = np.full((array.shape[0] + 2,) + array.shape[1:], fill, dtype=array.dtype)
+    buf[1:-1] = array
+    return buf, buf[1:-1]
+
+
+def assert_fence_kept(buf):
+    assert (buf[0] == SENTINEL).all() and (buf[-1] == SENTINEL).all(), "wrote past"
+
+
+@st.composite
+def layers(draw):
+    groups = draw(st.integers(1, 3))
+    C_in_g = draw(st.integers(1, 9))
+    # Row tiles of MR = 6 rows: whole, partial and several.
+    C_out_g = draw(st.integers(1, 3 * tiled.MR + 1))
+    K = draw(st.integers(1, 5))
+    dilation = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    left = draw(st.integers(0, (K - 1) * dilation + 2))
+    right = draw(st.integers(0, (K - 1) * dilation + 2))
+    span = (K - 1) * dilation
+    # Output rows from one position to several panels of NR = 16 or 8.
+    L = draw(st.integers(max(1, span + 1 - left - right), 90))
+    N = draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed
+
+
+def _arrays(layer):
+    N, groups, C_in_g, C_out_g, K, d, s, left, right, L, dtype, seed = layer
+    rng = np.random.default_rng(seed)
+    L_out = (L + left + right - (K - 1) * d - 1) // s + 1
+    x = rng.standard_normal((N, groups * C_in_g, L)).astype(dtype)
+    w = rng.standard_normal((groups * C_out_g, C_in_g, K)).astype(dtype)
+    b = rng.standard_normal(groups * C_out_g).astype(dtype)
+    g = rng.standard_normal((N, groups * C_out_g, L_out)).astype(dtype)
+    return x, w, b, g
+
+
+def _check_forward(layer):
+    N, groups, _, _, K, d, s, left, right, L, dtype, _ = layer
+    x, w, b, g = _arrays(layer)
+    _, xf = fenced(x, np.nan)
+    buf, out = fenced(np.zeros_like(g), SENTINEL)
+    tiled._forward(xf, left, w, b, groups, s, d, out)
+    assert_fence_kept(buf)
+    scale = ref_forward(np.abs(x), np.abs(w), np.abs(b), s, left, right, d, groups)
+    assert_close(out, ref_forward(x, w, b, s, left, right, d, groups), scale, dtype,
+                 "forward")
+
+
+def _check_gradients(layer):
+    N, groups, _, _, K, d, s, left, right, L, dtype, _ = layer
+    x, w, _, g = _arrays(layer)
+    _, xf = fenced(x, np.nan)
+    _, gf = fenced(g, np.nan)
+    gx_ref, gw_ref = ref_grads(x, w, g, s, left, right, d, groups)
+    scale_gx, scale_gw = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, left, right, d,
+                                   groups)
+    gw_buf, gw = fenced(np.zeros_like(w), SENTINEL)
+    tiled._grad_weight(xf, left, gf, groups, s, d, gw)
+    assert_fence_kept(gw_buf)
+    assert_close(gw, gw_ref, scale_gw, dtype, "grad_weight")
+    if s == 1:
+        gx_buf, gx = fenced(np.zeros_like(x), SENTINEL)
+        tiled.grad_input_shifted(gf, w, groups, d, left, gx)
+        assert_fence_kept(gx_buf)
+        assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")
+
+
+@given(layers())
+def test_forward_stays_inside_its_arrays(layer):
+    _check_forward(layer)
+
+
+@given(layers())
+def test_gradients_stay_inside_their_arrays(layer):
+    _check_gradients(layer)
+
+
+# (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
+# depths past one DEPTH_CHUNK, long rows of many blocks, a kernel wider than
+# the input.
+EDGE_LAYERS = {
+    "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
+    "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
+    "long_rows": (1, 1, 3, 8, 5, 1, 1, 2, 2, 5000, np.float32, 3),
+    "long_rows_strided": (2, 1, 2, 9, 4, 1, 3, 1, 0, 3001, np.float64, 4),
+    "kernel_past_input": (2, 1, 4, 6, 9, 2, 1, 10, 9, 3, np.float32, 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_LAYERS))
+def test_edge_layers(name):
+    layer = EDGE_LAYERS[name]
+    _check_forward(layer)
+    _check_gradients(layer)
+
+
+@given(
+    t0=st.integers(0, 200), m=st.integers(1, 200), nr=st.sampled_from([8, 16]),
+    span=st.integers(0, 60), shift=st.integers(0, 70), L=st.integers(1, 300),
+)
+def test_interior_panels_read_inside_the_input(t0, m, nr, span, shift, L):
+    lo, hi = tiled.interior_panels(t0, m, nr, span, shift, L)
+    interior = range(lo, hi)
+    for j in range(m // nr):
+        first = t0 + j * nr - shift
+        inside = first >= 0 and first + nr - 1 + span <= L - 1
+        # Every interior panel reads inside the input, and the panels left
+        # out really read outside it.
+        assert (j in interior) == inside, (j, lo, hi)
+    # Only whole panels can be interior.
+    assert all(0 <= j < m // nr for j in interior)
