@@ -305,9 +305,18 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 1, stride=2), "grad_input") == "gemm"
     assert _dispatch.choose(spec(16, 64, 1, stride=2), "grad_input") == "direct"
 
-    # The weight gradient: BLAS past BLAS_MIN_CHANNELS output channels per
-    # group, im2col while its depth C_in/g * K is shallow, gemm beyond.
+    # The weight gradient at stride 1 with rows of DOTS_MIN_LENGTH outputs or
+    # more: the tiled dot products once a group has DOTS_MIN_ROWS output
+    # channels, whatever its input channels or kernel length.
     op = "grad_weight"
+    for C_in, C_out, groups, K in ((64, 64, 1, 3), (128, 128, 8, 3), (256, 256, 1, 3),
+                                   (32, 32, 1, 31), (1, 64, 1, 7), (12, 64, 1, 1000)):
+        assert _dispatch.choose(spec(C_in, C_out, groups, K=K, L=2048), op) == "tiled"
+    assert _dispatch.choose(spec(64, 64, 64, L=2048), op) == "direct"
+    assert _dispatch.choose(spec(32, 4, 1, L=2048), op) == "direct"
+    # Short rows, or stride > 1: BLAS past BLAS_MIN_CHANNELS output channels per
+    # group, im2col while its depth C_in/g * K is shallow, gemm beyond.
+    assert _dispatch.choose(spec(64, 64, 1, L=2048, stride=2), op) == "im2col"
     assert _dispatch.choose(spec(256, 256, 1), op) == "gemm"
     assert _dispatch.choose(spec(256, 256, 2), op) == "gemm"
     assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "gemm"
@@ -320,6 +329,6 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
     # A thin input with a kernel so long that one block's scratch would pass
     # its budget: the shifted products, which need no scratch.
-    assert _dispatch.choose(spec(12, 64, 1, K=1000, L=2048), op) == "gemm"
+    assert _dispatch.choose(spec(12, 64, 1, K=1000, L=4096, stride=2), op) == "gemm"
     assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
     assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"

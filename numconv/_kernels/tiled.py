@@ -37,12 +37,14 @@ gradient with the flipped, transposed weight (as in
 ``numconv._kernels.direct``), so it runs on the same forward kernel. At other
 strides it is ``numconv._kernels.gemm``'s.
 
-The weight gradient of a block is the transposed product
-
-    gW_g (C_out/g x C_in/g*K) += G_block (C_out/g x m) @ cols (C_in/g*K x m)^T,
-
-with the output gradient packed into row panels and the transposed windows
-into column panels, both walked along the block's m positions.
+The weight gradient at stride 1 is a set of dot products along the output
+positions, gW[co, ci, k] = sum_t g[co, t] * xz[ci, t + k*d - shift], and packing
+its operands would move as much data as the products themselves (both have t
+as their fast index). ``dot_tile`` instead keeps DOT_ROWS x DOT_TAPS sums, each
+a vector of partial sums along t, and reads the output-gradient rows and the
+input windows where they lie: interior blocks in place, blocks at the borders
+from a zero-padded copy of their rows. At other strides it is
+``numconv._kernels.gemm``'s.
 """
 
 import numpy as np
@@ -245,6 +247,163 @@ def tile_product_rows(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth
     return sig, codegen
 
 
+# The stride-1 weight gradient's tile: DOT_ROWS output channels x DOT_TAPS taps,
+# each a vector of partial sums along t. A step of one vector of positions
+# loads DOT_ROWS + DOT_TAPS vectors for DOT_ROWS * DOT_TAPS multiply-adds, and
+# 12 accumulators cover the fused multiply-add's latency on two ports.
+DOT_ROWS = 4
+DOT_TAPS = 3
+
+
+def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, taps,
+               taps_off, length, part, part_off, ldp):
+    """LLVM code of one weight-gradient tile (see ``dot_tile``)."""
+    elem = context.get_data_type(arg_types["g"].dtype)
+    single = isinstance(elem, ir.FloatType)
+    lanes = VECTOR_BYTES // (4 if single else 8)
+    align = 4 if single else 8
+    vec = ir.VectorType(elem, lanes)
+    vptr = vec.as_pointer()
+    i64 = ir.IntType(64)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    def data(name, array):
+        return context.make_array(arg_types[name])(context, builder, array).data
+
+    G = data("g", g)
+    X = builder.gep(data("x", x), [x_off])
+    P = builder.gep(data("part", part), [part_off])
+    R = builder.gep(data("g_rows", g_rows), [g_rows_off])
+    T = builder.gep(data("taps", taps), [taps_off])
+    rows = [builder.gep(G, [builder.load(builder.gep(R, [const(r)]))])
+            for r in range(DOT_ROWS)]
+    cols = [builder.gep(X, [builder.load(builder.gep(T, [const(q)]))])
+            for q in range(DOT_TAPS)]
+    zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
+    steps = builder.sdiv(length, const(lanes))
+
+    entry = builder.block
+    loop = builder.append_basic_block("dots.loop")
+    done = builder.append_basic_block("dots.done")
+    builder.cbranch(builder.icmp_signed(">", steps, const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    step = builder.phi(i64)
+    step.add_incoming(const(0), entry)
+    accs = []
+    for _ in range(DOT_ROWS * DOT_TAPS):
+        phi = builder.phi(vec)
+        phi.add_incoming(zero, entry)
+        accs.append(phi)
+    t = builder.mul(step, const(lanes))
+
+    def load(base):
+        return builder.load(builder.bitcast(builder.gep(base, [t]), vptr), align=align)
+
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+        "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64"),
+    )
+
+    def step_tile(load, accs):
+        xs = [load(c) for c in cols]
+        updated = []
+        for r in range(DOT_ROWS):
+            gv = load(rows[r])
+            for q in range(DOT_TAPS):
+                updated.append(builder.call(fma, [gv, xs[q], accs[r * DOT_TAPS + q]]))
+        return updated
+
+    updated = step_tile(load, accs)
+    following = builder.add(step, const(1))
+    step.add_incoming(following, loop)
+    for phi, value in zip(accs, updated):
+        phi.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, steps), loop, done)
+
+    builder.position_at_end(done)
+    looped = []
+    for value in updated:
+        phi = builder.phi(vec)
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+        looped.append(phi)
+
+    # The last length % V positions: one step of masked loads, which read
+    # nothing (and fault on nothing) past the end and give zeros there.
+    tail_start = builder.mul(steps, const(lanes))
+    rest = builder.sub(length, tail_start)
+    i32 = ir.IntType(32)
+    mask_type = ir.VectorType(ir.IntType(1), lanes)
+    masked_load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vptr, i32, mask_type, vec]),
+        "llvm.masked.load.v%d%s.p0" % (lanes, "f32" if single else "f64"),
+    )
+    before = builder.block
+    with builder.if_then(builder.icmp_signed(">", rest, const(0))):
+        index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        limit = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
+                                       rest, ir.Constant(i32, 0))
+        limit = builder.shuffle_vector(limit, ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        mask = builder.icmp_signed("<", index, limit)
+
+        def load_masked(base):
+            pointer = builder.bitcast(builder.gep(base, [tail_start]), vptr)
+            return builder.call(masked_load, [pointer, ir.Constant(i32, align), mask, zero])
+
+        finished = step_tile(load_masked, looped)
+        tail_block = builder.block
+    totals = []
+    for value, full in zip(looped, finished):
+        phi = builder.phi(vec)
+        phi.add_incoming(value, before)
+        phi.add_incoming(full, tail_block)
+        totals.append(phi)
+    for i, total in enumerate(totals):
+        # A fixed tree over the lanes: halves added until one lane is left.
+        width = lanes
+        while width > 1:
+            width //= 2
+            low = builder.shuffle_vector(
+                total, total, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                          list(range(width)) + [0] * (lanes - width)))
+            high = builder.shuffle_vector(
+                total, total, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                          list(range(width, 2 * width))
+                                          + [0] * (lanes - width)))
+            total = builder.fadd(low, high)
+        r, q = divmod(i, DOT_TAPS)
+        slot = builder.gep(P, [builder.add(builder.mul(ldp, const(r)), const(q))])
+        lane0 = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
+        builder.store(builder.fadd(builder.load(slot), lane0), slot)
+
+
+@intrinsic
+def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
+             part_off, ldp):
+    """part[part_off + r*ldp + q] += sum_{t < length} g[rows[r] + t] * x[x_off + taps[q] + t]
+
+    for r < DOT_ROWS and q < DOT_TAPS, with rows[r] = g_rows[g_rows_off + r] and
+    taps[q] = taps[taps_off + q]. Each sum runs in the V lanes of a vector (8
+    float32 or 4 float64; the last length % V positions by masked loads) and
+    is then added over the lanes in a fixed tree. All arrays 1D and
+    C-contiguous; no bounds are checked.
+    """
+    sig = types.void(g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
+                     part_off, ldp)
+
+    def codegen(context, builder, signature, args):
+        names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
+        arg_types = {n: t for n, t in zip(names, signature.args) if n}
+        _emit_dots(context, builder, arg_types, *args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def pack_weight(weight, groups):
     """Row panels ap (groups, row tiles, C_in/g*K, MR) of weight (C_out, C_in/g, K).
 
@@ -381,11 +540,11 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
 def supports(spec, op):
     """Specs with at least one input and output channel per group.
 
-    The input gradient at stride > 1 is ``gemm``'s, with its limits.
+    Both gradients at stride > 1 are ``gemm``'s, with its limits.
     """
     if spec.C_in_per_group * spec.K == 0 or spec.C_out_per_group == 0:
         return False
-    if op == "grad_input" and spec.stride > 1:
+    if op != "forward" and spec.stride > 1:
         return shifted.supports(spec, op)
     return True
 
@@ -451,135 +610,121 @@ def grad_input(grad_output, weight, groups, stride, dilation, out):
         shifted.grad_input(grad_output, weight, groups, stride, dilation, out)
 
 
-@njit(inline="always", **SERIAL_JIT_OPTIONS)
-def pack_outputs(grad_output, n, co0, rows, t0, m, ga):
-    """ga[i, t, r] = grad_output[n, co0 + i*MR + r, t0 + t] for t < m; zero rows
-    from ``rows`` on. ga : (row tiles, >= m, MR)."""
-    for i in range(ga.shape[0]):
-        for r in range(MR):
-            row = i * MR + r
-            if row < rows:
-                grow = grad_output[n, co0 + row]
-                for t in range(m):
-                    ga[i, t, r] = grow[t0 + t]
-            else:
-                for t in range(m):
-                    ga[i, t, r] = 0
-
-
-@njit(inline="always", **SERIAL_JIT_OPTIONS)
-def pack_windows(x, n, c0, C_in_g, K, t0, m, stride, dilation, shift, xb):
-    """xb[j, t, c] = xz[n, c0 + ci, (t0 + t)*s + k*d - shift] for t < m, where
-    ci*K + k = j*NR + c; zero for columns past C_in_g*K and outside x.
-    xb : (panels, >= m, NR)."""
-    L = x.shape[2]
-    panels, _, nr = xb.shape
-    depth = C_in_g * K
-    for j in range(panels):
-        for c in range(nr):
-            p = j * nr + c
-            if p >= depth:
-                for t in range(m):
-                    xb[j, t, c] = 0
-                continue
-            ci = p // K
-            xrow = x[n, c0 + ci]
-            u0 = t0 * stride + (p - ci * K) * dilation - shift
-            # Positions t in [ta, tb) read inside x.
-            ta = min(max(-(-(-u0) // stride), 0), m)
-            tb = max(min(-(-(L - u0) // stride), m), ta)
-            for t in range(ta):
-                xb[j, t, c] = 0
-            for t in range(ta, tb):
-                xb[j, t, c] = xrow[u0 + t * stride]
-            for t in range(tb, m):
-                xb[j, t, c] = 0
-
-
 @njit(**JIT_OPTIONS)
-def grad_weight_kernel(x, shift, grad_output, groups, K, stride, dilation, block,
-                       partial):
-    """partial[j, g*R + co, p] = chunk j's share of gW[g*C_out_g + co].ravel()[p].
+def dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial):
+    """partial[g*chunks + c, r*Mp + p] = chunk c's share of gW[g*C_out_g + r].ravel()[p].
 
-    R = row tiles * MR per group. x : (N, C_in, L), read as in ``pack_panel``;
-    grad_output : (N, C_out, L_out); partial : (chunks, groups*R, panels*NR),
-    fully overwritten. Chunk j sums the j-th of near-equal runs of the
-    (n, block) units, in order, as ``numconv._kernels.im2col`` does.
+    Stride-1 weight gradient of x zero-padded by ``shift`` on the left, on
+    ``dot_tile``. partial : (groups * chunks, Rp * Mp), C_out/g rounded up to
+    Rp, a multiple of DOT_ROWS, and C_in/g * K rounded up to Mp, a multiple of
+    DOT_TAPS; fully overwritten. The (sample, block of T positions) units are
+    cut into ``chunks`` runs, each summed in order by one thread.
     """
     N, C_out, L_out = grad_output.shape
-    chunks, rows_all, ldc = partial.shape
-    C_in_g = x.shape[1] // groups
+    C_in, L = x.shape[1], x.shape[2]
+    C_in_g = C_in // groups
     C_out_g = C_out // groups
-    nr = VECTORS * VECTOR_BYTES // x.itemsize
-    R = rows_all // groups
-    row_tiles = R // MR
-    panels = ldc // nr
-    blocks = (L_out + block - 1) // block
-    units = N * blocks
-    for j in prange(chunks):
-        partial[j] = 0
-        ga = np.empty((row_tiles, block, MR), dtype=x.dtype)
-        xb = np.empty((panels, block, nr), dtype=x.dtype)
-        for u in range(j * units // chunks, (j + 1) * units // chunks):
-            n = u // blocks
-            t0 = (u - n * blocks) * block
-            m = min(block, L_out - t0)
-            for g in range(groups):
-                pack_outputs(grad_output, n, g * C_out_g, C_out_g, t0, m, ga)
-                pack_windows(x, n, g * C_in_g, C_in_g, K, t0, m, stride, dilation,
-                             shift, xb)
-                for jp in range(panels):
-                    for i in range(row_tiles):
-                        tile_product(ga, i * block * MR, xb, jp * block * nr, m,
-                                     ga, 0, partial,
-                                     (j * rows_all + g * R + i * MR) * ldc + jp * nr,
-                                     ldc, True)
+    M = C_in_g * K
+    items, size = partial.shape
+    Rp = -(-C_out_g // DOT_ROWS) * DOT_ROWS
+    Mp = size // Rp
+    span = (K - 1) * dilation
+    nblocks = -(-L_out // T)
+    units = N * nblocks
+    xflat = x.reshape(x.size)
+    gflat = grad_output.reshape(grad_output.size)
+    for item in prange(items):
+        g = item // chunks
+        c = item - g * chunks
+        part = partial[item]
+        part[:] = 0
+        scratch = np.empty(C_in_g * (T + span), dtype=x.dtype)
+        rows = np.empty(Rp, dtype=np.int64)
+        taps = np.empty(Mp, dtype=np.int64)
+        for u in range(c * units // chunks, (c + 1) * units // chunks):
+            n = u // nblocks
+            t0 = (u - n * nblocks) * T
+            t1 = min(t0 + T, L_out)
+            tl, tr = direct._interior(t0, t1, shift, span, L)
+            # The rows of group g that positions [t0, t1) read: in place when
+            # they lie inside x, else copied into scratch with zeros where x
+            # ends.
+            if tl == t0 and tr == t1:
+                src = xflat
+                src_off = (n * C_in + g * C_in_g) * L + t0 - shift
+                width = L
+            else:
+                width = t1 - t0 + span
+                direct._gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, scratch)
+                src = scratch
+                src_off = 0
+            # Padding rows and taps repeat the last real one; their sums land
+            # in slots the merge never reads.
+            for r in range(Rp):
+                rows[r] = (n * C_out + g * C_out_g + min(r, C_out_g - 1)) * L_out + t0
+            for p in range(Mp):
+                real = min(p, M - 1)
+                ci = real // K
+                taps[p] = ci * width + (real - ci * K) * dilation
+            for i in range(0, Rp, DOT_ROWS):
+                for q in range(0, Mp, DOT_TAPS):
+                    dot_tile(gflat, rows, i, src, src_off, taps, q, t1 - t0, part,
+                             i * Mp + q, Mp)
 
 
 @njit(**JIT_OPTIONS)
-def merge_rows(partial, groups, out):
-    """out[g*C_out_g + co].ravel()[p] = sum_j partial[j, g*R + co, p], in order of j."""
-    chunks, rows_all, _ = partial.shape
+def merge_dots(partial, groups, chunks, out):
+    """out[g*C_out_g + r].ravel()[p] = sum_c partial[g*chunks + c, r*Mp + p], in order."""
     C_out, C_in_g, K = out.shape
     C_out_g = C_out // groups
-    R = rows_all // groups
-    depth = C_in_g * K
+    M = C_in_g * K
+    Rp = -(-C_out_g // DOT_ROWS) * DOT_ROWS
+    Mp = partial.shape[1] // Rp
     for row in prange(C_out):
         g = row // C_out_g
-        source = g * R + row - g * C_out_g
-        for p in range(depth):
-            total = partial[0, source, p]
-            for j in range(1, chunks):
-                total += partial[j, source, p]
+        r = row - g * C_out_g
+        for p in range(M):
+            total = partial[g * chunks, r * Mp + p]
+            for c in range(1, chunks):
+                total += partial[g * chunks + c, r * Mp + p]
             ci = p // K
             out[row, ci, p - ci * K] = total
 
 
-def _grad_weight(x, shift, grad_output, groups, stride, dilation, out):
-    C_out, C_in_g, K = out.shape
-    N, _, L_out = grad_output.shape
-    nr = panel_width(out.dtype)
-    depth = C_in_g * K
-    panels = -(-depth // nr)
-    R = -(-(C_out // groups) // MR) * MR
-    block = im2col.cols_block(N, L_out, panels * nr, out.itemsize)
-    chunks = shifted.weight_chunks(N, C_out, L_out, out.size, block)
-    partial = np.empty((chunks, groups * R, panels * nr), dtype=out.dtype)
-    grad_weight_kernel(x, shift, grad_output, groups, K, stride, dilation, block,
-                       partial)
-    merge_rows(partial, groups, out)
+# Bytes of output-gradient and input rows that one weight-gradient unit keeps
+# in L2 while every tile passes over them.
+DOT_BYTES = 256 * 1024
+
+
+def dots_block(C_in_g, C_out_g, L_out, itemsize):
+    """Positions per weight-gradient unit: a multiple of 64 from 256 to 4096."""
+    fit = DOT_BYTES // ((C_in_g + C_out_g) * itemsize)
+    block = min(4096, max(256, fit - fit % 64))
+    return max(1, min(block, L_out))
 
 
 def grad_weight(xp, grad_output, groups, stride, dilation, out):
     """Weight gradient; the family's entry point. Bitwise the same for any
-    number of threads.
+    number of threads. At stride > 1 it is ``numconv._kernels.gemm``'s.
 
     xp : (N, C_in, L_padded); grad_output : (N, C_out, L_out);
     out : (C_out, C_in/groups, K), fully overwritten.
     """
-    _grad_weight(xp, 0, grad_output, groups, stride, dilation, out)
+    if stride == 1:
+        grad_weight_shifted(xp, 0, grad_output, groups, dilation, out)
+    else:
+        shifted.grad_weight(xp, grad_output, groups, stride, dilation, out)
 
 
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     """Stride-1 weight gradient of x zero-padded by ``shift`` on the left."""
-    _grad_weight(x, shift, grad_output, groups, 1, dilation, out)
+    C_out, C_in_g, K = out.shape
+    N, _, L_out = grad_output.shape
+    C_out_g = C_out // groups
+    Rp = -(-C_out_g // DOT_ROWS) * DOT_ROWS
+    Mp = -(-(C_in_g * K) // DOT_TAPS) * DOT_TAPS
+    T = dots_block(C_in_g, C_out_g, L_out, out.itemsize)
+    chunks = shifted.weight_chunks(N, C_out, L_out, groups * Rp * Mp, T)
+    partial = np.empty((groups * chunks, Rp * Mp), dtype=out.dtype)
+    dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial)
+    merge_dots(partial, groups, chunks, out)
