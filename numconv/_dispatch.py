@@ -148,6 +148,28 @@ BLAS_WIDE = 256
 DOTS_MIN_ROWS = 8
 DOTS_MIN_LENGTH = 160
 
+# Depthwise layers at stride 1 (one input and one output channel per group):
+# the tiled family's row tiles (``numconv._kernels.tiled.depthwise_kernel``,
+# also the input gradient) and one-row dot products for the weight gradient,
+# against the direct kernels; float32, through the public functions,
+# interleaved, medians of 11, ms (direct / tiled):
+#
+#   (N, C, L, K)            forward        input grad     weight grad
+#   (16, 256, 1024, 31)     5.62 / 3.53    6.09 / 3.63    5.37 / 4.45  conformer_dw
+#   (8, 1536, 2048, 4)      20.8 / 18.9    15.9 / 15.4    10.1 / 12.3  mamba_dw
+#   (8, 64, 4096, 3)        0.64 / 0.57    0.66 / 0.54    0.52 / 0.54
+#   (8, 64, 4096, 9)        1.07 / 0.79    0.82 / 0.61    0.67 / 0.80
+#   (8, 64, 4096, 15)       1.76 / 1.04    1.19 / 0.77    1.16 / 0.97
+#   (8, 64, 4096, 7), (8), (12), (16): weight grad 0.71 / 0.61, 1.00 / 1.08,
+#   0.94 / 0.99, 1.11 / 1.03
+#   (1, 1, 10**6, 101) forward 2.70 / 3.57: one row is one work item there,
+#   where the direct kernels split the row across threads.
+#
+# The weight gradient's tile holds DW_TAPS = 8 taps, so short kernels waste
+# part of it.
+DW_MIN_ROWS = 4
+DW_WEIGHT_MIN_K = 15
+
 
 def _tiled_or_direct(rows, depth, inner):
     """Family for a stride-1 product of ``rows`` output rows and ``depth`` steps."""
@@ -168,7 +190,9 @@ def choose(spec, op):
             )
         return forced
     c_in, c_out, K = spec.C_in_per_group, spec.C_out_per_group, spec.K
-    if op == "forward":
+    if spec.stride == 1 and c_in == 1 and c_out == 1:
+        name = _depthwise_family(spec, op)
+    elif op == "forward":
         name = _tiled_or_direct(c_out, c_in * K, c_in)
     elif op == "grad_input" and spec.stride == 1:
         name = _tiled_or_direct(c_in, c_out * K, c_out)
@@ -177,6 +201,14 @@ def choose(spec, op):
     else:
         name = _grad_weight_family(spec)
     return name if FAMILIES[name].supports(spec, op) else "direct"
+
+
+def _depthwise_family(spec, op):
+    if op == "grad_weight":
+        wide = spec.C_in >= DW_MIN_ROWS and spec.K >= DW_WEIGHT_MIN_K
+    else:
+        wide = spec.N * spec.C_in >= DW_MIN_ROWS
+    return "tiled" if wide else "direct"
 
 
 def _grad_weight_family(spec):

@@ -291,7 +291,6 @@ def test_dispatcher_picks_families_by_channels_per_group():
         assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "tiled"
         assert _dispatch.choose(spec(128, 128, 8), op) == "tiled"
         assert _dispatch.choose(spec(25, 25, 1, K=7), op) == "tiled"
-        assert _dispatch.choose(spec(64, 64, 64), op) == "direct"
         assert _dispatch.choose(spec(12, 4, 1), op) == "direct"
         assert _dispatch.choose(spec(4, 4, 1, K=5), op) == "direct"
     assert _dispatch.choose(spec(12, 64, 1, K=16), "forward") == "tiled"
@@ -300,6 +299,15 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(12, 64, 1, K=16), "grad_input") == "tiled"
     for C_in, K in ((2, 9), (1, 10), (4, 3)):
         assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"
+    # Depthwise layers at stride 1: the tiled row kernels once there are a few
+    # rows; the weight gradient only for kernels long enough to fill its tile.
+    for op in ("forward", "grad_input"):
+        assert _dispatch.choose(spec(64, 64, 64), op) == "tiled"
+        assert _dispatch.choose(spec(1, 1, 1, K=101, L=4096), op) == "direct"
+        assert _dispatch.choose(spec(64, 64, 64, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 64, K=31, L=2048), "grad_weight") == "tiled"
+    assert _dispatch.choose(spec(64, 64, 64, K=4, L=2048), "grad_weight") == "direct"
+    assert _dispatch.choose(spec(2, 2, 2, K=31, L=2048), "grad_weight") == "direct"
     # A strided input gradient: the shifted BLAS products once both channel
     # counts reach BLAS_MIN_CHANNELS.
     assert _dispatch.choose(spec(64, 64, 1, stride=2), "grad_input") == "gemm"

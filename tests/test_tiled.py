@@ -37,9 +37,13 @@ def assert_fence_kept(buf):
 @st.composite
 def layers(draw, max_stride=3):
     groups = draw(st.integers(1, 3))
-    C_in_g = draw(st.integers(1, 9))
-    # Row tiles of MR = 6 rows: whole, partial and several.
-    C_out_g = draw(st.integers(1, 3 * tiled.MR + 1))
+    if draw(st.integers(0, 3)) == 0:
+        # Depthwise: the kernels of their own.
+        C_in_g = C_out_g = 1
+    else:
+        C_in_g = draw(st.integers(1, 9))
+        # Row tiles of MR = 6 rows: whole, partial and several.
+        C_out_g = draw(st.integers(1, 3 * tiled.MR + 1))
     K = draw(st.integers(1, 5))
     dilation = draw(st.integers(1, 3))
     stride = draw(st.integers(1, max_stride))
@@ -109,7 +113,8 @@ def test_gradients_stay_inside_their_arrays(layer):
 
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
 # depths past one DEPTH_CHUNK, long rows of many blocks (with row lengths that
-# leave a partial vector), a kernel wider than the input.
+# leave a partial vector), a kernel wider than the input, depthwise rows of
+# several tiles.
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
@@ -117,6 +122,9 @@ EDGE_LAYERS = {
     "long_rows_f64": (2, 2, 5, 9, 3, 3, 1, 6, 0, 4099, np.float64, 6),
     "long_rows_strided": (2, 1, 2, 9, 4, 1, 3, 1, 0, 3001, np.float64, 4),
     "kernel_past_input": (2, 1, 4, 6, 9, 2, 1, 10, 9, 3, np.float32, 5),
+    "depthwise_long": (2, 5, 1, 1, 31, 1, 1, 15, 15, 1000, np.float32, 7),
+    "depthwise_dilated_f64": (1, 4, 1, 1, 4, 3, 1, 9, 0, 301, np.float64, 8),
+    "depthwise_kernel_past_input": (3, 2, 1, 1, 9, 2, 1, 8, 10, 5, np.float32, 9),
 }
 
 

@@ -45,6 +45,12 @@ a vector of partial sums along t, and reads the output-gradient rows and the
 input windows where they lie: interior blocks in place, blocks at the borders
 from a zero-padded copy of their rows. At other strides it is
 ``numconv._kernels.gemm``'s.
+
+Depthwise layers (one input and one output channel per group) have no
+product to tile across channels. Their stride-1 forward pass (and so their
+input gradient) keeps DW_VECTORS vectors of one output row in registers while
+it walks the taps (``row_tile``), and their weight gradient is one row of
+DW_TAPS dot products at a time (``dot_row``).
 """
 
 import numpy as np
@@ -255,9 +261,11 @@ DOT_ROWS = 4
 DOT_TAPS = 3
 
 
-def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, taps,
-               taps_off, length, part, part_off, ldp):
-    """LLVM code of one weight-gradient tile (see ``dot_tile``)."""
+def _emit_dots(context, builder, arg_types, shape, g, g_rows, g_rows_off, x, x_off,
+               taps, taps_off, length, part, part_off, ldp):
+    """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps)
+    (see ``dot_tile``)."""
+    n_rows, n_taps = shape
     elem = context.get_data_type(arg_types["g"].dtype)
     single = isinstance(elem, ir.FloatType)
     lanes = VECTOR_BYTES // (4 if single else 8)
@@ -278,9 +286,9 @@ def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, tap
     R = builder.gep(data("g_rows", g_rows), [g_rows_off])
     T = builder.gep(data("taps", taps), [taps_off])
     rows = [builder.gep(G, [builder.load(builder.gep(R, [const(r)]))])
-            for r in range(DOT_ROWS)]
+            for r in range(n_rows)]
     cols = [builder.gep(X, [builder.load(builder.gep(T, [const(q)]))])
-            for q in range(DOT_TAPS)]
+            for q in range(n_taps)]
     zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
     steps = builder.sdiv(length, const(lanes))
 
@@ -293,7 +301,7 @@ def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, tap
     step = builder.phi(i64)
     step.add_incoming(const(0), entry)
     accs = []
-    for _ in range(DOT_ROWS * DOT_TAPS):
+    for _ in range(n_rows * n_taps):
         phi = builder.phi(vec)
         phi.add_incoming(zero, entry)
         accs.append(phi)
@@ -310,10 +318,10 @@ def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, tap
     def step_tile(load, accs):
         xs = [load(c) for c in cols]
         updated = []
-        for r in range(DOT_ROWS):
+        for r in range(n_rows):
             gv = load(rows[r])
-            for q in range(DOT_TAPS):
-                updated.append(builder.call(fma, [gv, xs[q], accs[r * DOT_TAPS + q]]))
+            for q in range(n_taps):
+                updated.append(builder.call(fma, [gv, xs[q], accs[r * n_taps + q]]))
         return updated
 
     updated = step_tile(load, accs)
@@ -375,7 +383,7 @@ def _emit_dots(context, builder, arg_types, g, g_rows, g_rows_off, x, x_off, tap
                                           list(range(width, 2 * width))
                                           + [0] * (lanes - width)))
             total = builder.fadd(low, high)
-        r, q = divmod(i, DOT_TAPS)
+        r, q = divmod(i, n_taps)
         slot = builder.gep(P, [builder.add(builder.mul(ldp, const(r)), const(q))])
         lane0 = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
         builder.store(builder.fadd(builder.load(slot), lane0), slot)
@@ -398,7 +406,113 @@ def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length,
     def codegen(context, builder, signature, args):
         names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
         arg_types = {n: t for n, t in zip(names, signature.args) if n}
-        _emit_dots(context, builder, arg_types, *args)
+        _emit_dots(context, builder, arg_types, (DOT_ROWS, DOT_TAPS), *args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# Depthwise layers (one input and one output channel per group): the weight
+# gradient of a channel is one row of sums over DW_TAPS taps at a time (8
+# accumulators cover the multiply-add latency; 9 loads per 8 multiply-adds),
+# and the forward pass keeps DW_VECTORS vectors of one output row in
+# registers while it walks the taps, so each input vector loaded feeds one
+# multiply-add and the output is stored once.
+DW_TAPS = 8
+DW_VECTORS = 12
+
+
+@intrinsic
+def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
+            part_off, ldp):
+    """``dot_tile`` for one row and DW_TAPS taps."""
+    sig = types.void(g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
+                     part_off, ldp)
+
+    def codegen(context, builder, signature, args):
+        names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
+        arg_types = {n: t for n, t in zip(names, signature.args) if n}
+        _emit_dots(context, builder, arg_types, (1, DW_TAPS), *args)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
+    """c[c_off + j] = init + sum_{k < K} w[w_off + k] * x[x_off + k*dilation + j]
+
+    for j < DW_VECTORS * V (V lanes per vector: 8 float32, 4 float64), summed
+    over k in order with fused multiply-adds. All arrays 1D and C-contiguous;
+    no bounds are checked.
+    """
+    sig = types.void(w, w_off, K, dilation, x, x_off, c, c_off, init)
+
+    def codegen(context, builder, signature, args):
+        w_, w_off_, K_, d_, x_, x_off_, c_, c_off_, init_ = args
+        arg_types = dict(w=signature.args[0], x=signature.args[4], c=signature.args[6])
+        elem = context.get_data_type(arg_types["w"].dtype)
+        single = isinstance(elem, ir.FloatType)
+        lanes = VECTOR_BYTES // (4 if single else 8)
+        align = 4 if single else 8
+        vec = ir.VectorType(elem, lanes)
+        vptr = vec.as_pointer()
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+
+        def data(name, array):
+            return context.make_array(arg_types[name])(context, builder, array).data
+
+        def splat(value):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), value,
+                                         ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, lanes),
+                                                      [0] * lanes))
+
+        W = builder.gep(data("w", w_), [w_off_])
+        X = builder.gep(data("x", x_), [x_off_])
+        C = builder.gep(data("c", c_), [c_off_])
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+            "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64"),
+        )
+        start = splat(init_)
+        entry = builder.block
+        loop = builder.append_basic_block("row.loop")
+        done = builder.append_basic_block("row.done")
+        builder.cbranch(builder.icmp_signed(">", K_, ir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for _ in range(DW_VECTORS):
+            phi = builder.phi(vec)
+            phi.add_incoming(start, entry)
+            accs.append(phi)
+        weight = splat(builder.load(builder.gep(W, [k])))
+        base = builder.gep(X, [builder.mul(k, d_)])
+        updated = []
+        for v in range(DW_VECTORS):
+            pointer = builder.bitcast(builder.gep(base, [ir.Constant(i64, v * lanes)]),
+                                      vptr)
+            value = builder.load(pointer, align=align)
+            updated.append(builder.call(fma, [weight, value, accs[v]]))
+        following = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(following, loop)
+        for phi, value in zip(accs, updated):
+            phi.add_incoming(value, loop)
+        builder.cbranch(builder.icmp_signed("<", following, K_), loop, done)
+        builder.position_at_end(done)
+        results = []
+        for v in range(DW_VECTORS):
+            phi = builder.phi(vec)
+            phi.add_incoming(start, entry)
+            phi.add_incoming(updated[v], loop)
+            results.append(phi)
+        for v, value in enumerate(results):
+            pointer = builder.bitcast(builder.gep(C, [ir.Constant(i64, v * lanes)]), vptr)
+            builder.store(value, pointer, align=align)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -500,7 +614,9 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
             lo, hi = interior_panels(t0, m, nr, (K - 1) * dilation, shift, L)
         else:
             lo, hi = 0, 0
-        bp = np.empty((panels, depth, nr), dtype=out.dtype)
+        # Only the panels outside [lo, hi) are packed: panel j is bp[j] below
+        # lo and bp[j - (hi - lo)] from hi on.
+        bp = np.empty((panels - (hi - lo), depth, nr), dtype=out.dtype)
         # Partial tiles go to acc (3D, like out, so either can take a tile);
         # whole ones straight to out.
         ldc = panels * nr
@@ -509,7 +625,8 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
             for j in range(panels):
                 if j < lo or j >= hi:
                     pack_panel(x, n, g * C_in_g, C_in_g, K, t0 + j * nr, t0 + m,
-                               stride, dilation, shift, bp[j])
+                               stride, dilation, shift,
+                               bp[j if j < lo else j - (hi - lo)])
             x_off = (n * C_in + g * C_in_g) * L + t0 - shift
             for p0 in range(0, depth, DEPTH_CHUNK):
                 steps = min(DEPTH_CHUNK, depth - p0)
@@ -532,9 +649,85 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                                               steps, bias_rows, b_row, c, c_off, c_ld,
                                               later)
                         else:
-                            tile_product(ap, a_off, bp, (j * depth + p0) * nr, steps,
-                                         bias_rows, b_row, c, c_off, c_ld, later)
+                            packed = j if j < lo else j - (hi - lo)
+                            tile_product(ap, a_off, bp, (packed * depth + p0) * nr,
+                                         steps, bias_rows, b_row, c, c_off, c_ld, later)
             copy_edges(acc[0], n, g * C_out_g, C_out_g, t0, m, out)
+
+
+@njit(**JIT_OPTIONS)
+def depthwise_kernel(x, shift, weight, bias, dilation, out):
+    """out[n, c, t] = bias[c] + sum_k weight[c, 0, k] * xz[n, c, t + k*d - shift].
+
+    A depthwise stride-1 forward pass on ``row_tile``, DW_VECTORS vectors of
+    outputs at a time: tiles whose window lies inside x read it in place, the
+    others a zero-padded copy of their window. x : (N, C, L);
+    weight : (C, 1, K); out : (N, C, L_out), fully overwritten.
+    """
+    N, C, L_out = out.shape
+    L = x.shape[2]
+    K = weight.shape[2]
+    span = (K - 1) * dilation
+    width = DW_VECTORS * VECTOR_BYTES // out.itemsize
+    tiles = -(-L_out // width)
+    lo, hi = interior_panels(0, L_out, width, span, shift, L)
+    wflat = weight.reshape(weight.size)
+    oflat = out.reshape(out.size)
+    xflat = x.reshape(x.size)
+    for item in prange(N * C):
+        n = item // C
+        c = item - n * C
+        window = np.empty(width + span, dtype=out.dtype)
+        last = np.empty(width, dtype=out.dtype)
+        base = item * L_out
+        for i in range(tiles):
+            t0 = i * width
+            if lo <= i < hi:
+                row_tile(wflat, c * K, K, dilation, xflat, item * L + t0 - shift,
+                         oflat, base + t0, bias[c])
+                continue
+            direct._gather(x, n, c, 1, t0 - shift, width + span, window)
+            if t0 + width <= L_out:
+                row_tile(wflat, c * K, K, dilation, window, 0, oflat, base + t0, bias[c])
+            else:
+                row_tile(wflat, c * K, K, dilation, window, 0, last, 0, bias[c])
+                for j in range(L_out - t0):
+                    oflat[base + t0 + j] = last[j]
+
+
+@njit(**JIT_OPTIONS)
+def depthwise_weight_kernel(x, shift, grad_output, dilation, out):
+    """out[c, 0, k] = sum_{n, t} grad_output[n, c, t] * xz[n, c, t + k*d - shift].
+
+    The depthwise stride-1 weight gradient on ``dot_row``: one thread per
+    channel, samples in order, so the result does not depend on the thread
+    count. x : (N, C, L); grad_output : (N, C, L_out); out : (C, 1, K).
+    """
+    N, C, L_out = grad_output.shape
+    K = out.shape[2]
+    Kp = -(-K // DW_TAPS) * DW_TAPS
+    row_len = L_out + (K - 1) * dilation
+    gflat = grad_output.reshape(grad_output.size)
+    for c in prange(C):
+        part = np.zeros(Kp, dtype=out.dtype)
+        row = np.empty(row_len, dtype=out.dtype)
+        rows = np.empty(1, dtype=np.int64)
+        # Padding taps repeat the last real one; their sums are never read.
+        taps = np.empty(Kp, dtype=np.int64)
+        for p in range(Kp):
+            taps[p] = min(p, K - 1) * dilation
+        for n in range(N):
+            direct._gather(x, n, c, 1, -shift, row_len, row)
+            rows[0] = (n * C + c) * L_out
+            for q in range(0, Kp, DW_TAPS):
+                dot_row(gflat, rows, 0, row, 0, taps, q, L_out, part, q, Kp)
+        for k in range(K):
+            out[c, 0, k] = part[k]
+
+
+def _depthwise(weight, groups):
+    """True for one input and one output channel per group."""
+    return weight.shape[0] == groups and weight.shape[1] == 1
 
 
 def supports(spec, op):
@@ -568,7 +761,10 @@ def forward_block(N, L_out, depth, dtype):
 
 def forward_shifted(x, shift, weight, bias, groups, dilation, out):
     """Stride-1 forward pass of x zero-padded by ``shift`` on the left, no copy."""
-    _forward(x, shift, weight, bias, groups, 1, dilation, out)
+    if _depthwise(weight, groups):
+        depthwise_kernel(x, shift, weight, bias, dilation, out)
+    else:
+        _forward(x, shift, weight, bias, groups, 1, dilation, out)
 
 
 def forward(xp, weight, bias, groups, stride, dilation, out):
@@ -577,7 +773,10 @@ def forward(xp, weight, bias, groups, stride, dilation, out):
     xp : (N, C_in, L_padded); weight : (C_out, C_in/groups, K); bias : (C_out,);
     out : (N, C_out, L_out), fully overwritten.
     """
-    _forward(xp, 0, weight, bias, groups, stride, dilation, out)
+    if stride == 1:
+        forward_shifted(xp, 0, weight, bias, groups, dilation, out)
+    else:
+        _forward(xp, 0, weight, bias, groups, stride, dilation, out)
 
 
 def _forward(x, shift, weight, bias, groups, stride, dilation, out):
@@ -718,6 +917,9 @@ def grad_weight(xp, grad_output, groups, stride, dilation, out):
 
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     """Stride-1 weight gradient of x zero-padded by ``shift`` on the left."""
+    if _depthwise(out, groups):
+        depthwise_weight_kernel(x, shift, grad_output, dilation, out)
+        return
     C_out, C_in_g, K = out.shape
     N, _, L_out = grad_output.shape
     C_out_g = C_out // groups
