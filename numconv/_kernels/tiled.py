@@ -81,6 +81,140 @@ def panel_width(dtype):
     return VECTORS * VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
+class _Vectors:
+    """LLVM vectors of 256 bits over one float dtype, and what the emitters do
+    with them."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder = builder
+        self.elem = context.get_data_type(dtype)
+        single = isinstance(self.elem, ir.FloatType)
+        self.lanes = VECTOR_BYTES // (4 if single else 8)
+        self.align = 4 if single else 8
+        self.type = ir.VectorType(self.elem, self.lanes)
+        self.zero = ir.Constant(self.type, [ir.Constant(self.elem, 0.0)] * self.lanes)
+        suffix = "v%d%s" % (self.lanes, "f32" if single else "f64")
+        self._fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(self.type, [self.type] * 3), "llvm.fma." + suffix
+        )
+        self._masked_load = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(self.type, [self.type.as_pointer(), _I32,
+                                        ir.VectorType(ir.IntType(1), self.lanes),
+                                        self.type]),
+            "llvm.masked.load.%s.p0" % suffix,
+        )
+
+    def load(self, pointer):
+        """The vector at ``pointer`` (to an element, any alignment)."""
+        return self.builder.load(self._cast(pointer), align=self.align)
+
+    def store(self, value, pointer):
+        self.builder.store(value, self._cast(pointer), align=self.align)
+
+    def load_first(self, pointer, count):
+        """The first ``count`` lanes at ``pointer``, zeros after; reads (and
+        faults on) nothing past them."""
+        b = self.builder
+        lanes = ir.VectorType(_I64, self.lanes)
+        limit = b.insert_element(ir.Constant(lanes, ir.Undefined), count, _const32(0))
+        limit = b.shuffle_vector(limit, ir.Constant(lanes, ir.Undefined),
+                                 ir.Constant(ir.VectorType(_I32, self.lanes),
+                                             [0] * self.lanes))
+        mask = b.icmp_signed("<", ir.Constant(lanes, list(range(self.lanes))), limit)
+        return b.call(self._masked_load, [self._cast(pointer), _const32(self.align),
+                                          mask, self.zero])
+
+    def splat(self, value):
+        """``value`` in every lane."""
+        b = self.builder
+        one = b.insert_element(ir.Constant(self.type, ir.Undefined), value, _const32(0))
+        return b.shuffle_vector(one, ir.Constant(self.type, ir.Undefined),
+                                ir.Constant(ir.VectorType(_I32, self.lanes),
+                                            [0] * self.lanes))
+
+    def fma(self, a, b, c):
+        """a * b + c, rounded once."""
+        return self.builder.call(self._fma, [a, b, c])
+
+    def lane_sum(self, value):
+        """The sum of the lanes of ``value``, halves added in a fixed tree."""
+        b = self.builder
+        width = self.lanes
+        while width > 1:
+            width //= 2
+            pad = [0] * (self.lanes - width)
+            low = b.shuffle_vector(value, value, ir.Constant(
+                ir.VectorType(_I32, self.lanes), list(range(width)) + pad))
+            high = b.shuffle_vector(value, value, ir.Constant(
+                ir.VectorType(_I32, self.lanes), list(range(width, 2 * width)) + pad))
+            value = b.fadd(low, high)
+        return b.extract_element(value, _const32(0))
+
+    def _cast(self, pointer):
+        return self.builder.bitcast(pointer, self.type.as_pointer())
+
+
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+def _const(value):
+    return ir.Constant(_I64, value)
+
+
+def _const32(value):
+    return ir.Constant(_I32, value)
+
+
+def _start(context, builder, array_type, array, offset):
+    """Pointer to element ``offset`` of a C-contiguous array."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [offset])
+
+
+def _counted_loop(builder, count, starts, body, name):
+    """The values after ``for i in range(count): values = body(i, values)``.
+
+    ``starts`` are the values before the loop, and what comes back when
+    count <= 0. ``body`` must not leave the block it starts in.
+    """
+    entry = builder.block
+    loop = builder.append_basic_block(name + ".loop")
+    done = builder.append_basic_block(name + ".done")
+    builder.cbranch(builder.icmp_signed(">", count, _const(0)), loop, done)
+
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(_const(0), entry)
+    values = []
+    for start in starts:
+        phi = builder.phi(start.type)
+        phi.add_incoming(start, entry)
+        values.append(phi)
+    updated = body(i, values)
+    following = builder.add(i, _const(1))
+    i.add_incoming(following, loop)
+    for phi, value in zip(values, updated):
+        phi.add_incoming(value, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+
+    builder.position_at_end(done)
+    return _merge(builder, [(starts, entry), (updated, loop)])
+
+
+def _merge(builder, incoming):
+    """Phis at the top of the current block: one per value, from each
+    (values, block) pair of ``incoming``."""
+    merged = []
+    for i in range(len(incoming[0][0])):
+        phi = builder.phi(incoming[0][0][i].type)
+        for values, block in incoming:
+            phi.add_incoming(values[i], block)
+        merged.append(phi)
+    return merged
+
+
 def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
                init, init_off, c, c_off, ldc, accumulate):
     """LLVM code of one tile product (see ``tile_product``).
@@ -89,46 +223,17 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
     b_off + p*NR) or an (array type, array, offset) triple (step p reads b at
     b_off + offsets[offset + p]).
     """
-    elem = context.get_data_type(arg_types["a"].dtype)
-    single = isinstance(elem, ir.FloatType)
-    lanes = VECTOR_BYTES // (4 if single else 8)
-    align = 4 if single else 8
-    vec = ir.VectorType(elem, lanes)
-    vptr = vec.as_pointer()
-    i64 = ir.IntType(64)
+    V = _Vectors(context, builder, arg_types["a"].dtype)
+    lanes = V.lanes
     nr = VECTORS * lanes
-
-    def const(v):
-        return ir.Constant(i64, v)
-
-    def start(name, array, offset):
-        data = context.make_array(arg_types[name])(context, builder, array).data
-        return builder.gep(data, [offset])
-
-    def vector_at(base, offset):
-        return builder.bitcast(builder.gep(base, [offset]), vptr)
-
-    def splat(value):
-        one = builder.insert_element(
-            ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
-        )
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), mask)
-
-    name = "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64")
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vec, [vec, vec, vec]), name
-    )
-    A = start("a", a, a_off)
-    B = start("b", b, b_off)
-    C = start("c", c, c_off)
-    I = start("init", init, init_off)
+    A = _start(context, builder, arg_types["a"], a, a_off)
+    B = _start(context, builder, arg_types["b"], b, b_off)
+    C = _start(context, builder, arg_types["c"], c, c_off)
+    I = _start(context, builder, arg_types["init"], init, init_off)
     if offsets is not None:
-        offsets_type, offsets_array, offsets_off = offsets
-        data = context.make_array(offsets_type)(context, builder, offsets_array).data
-        O = builder.gep(data, [offsets_off])
+        O = _start(context, builder, *offsets)
     slots = [
-        builder.add(builder.mul(ldc, const(r)), const(v * lanes))
+        builder.gep(C, [builder.add(builder.mul(ldc, _const(r)), _const(v * lanes))])
         for r in range(MR)
         for v in range(VECTORS)
     ]
@@ -141,69 +246,35 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
     keep = accumulate
     if keep.type != ir.IntType(1):
         keep = builder.icmp_unsigned("!=", keep, ir.Constant(keep.type, 0))
-    zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
     first = []
     for r in range(MR):
-        start_r = builder.select(
-            keep, zero, splat(builder.load(builder.gep(I, [const(r)])))
+        row_start = builder.select(
+            keep, V.zero, V.splat(builder.load(builder.gep(I, [_const(r)])))
         )
-        first.extend([start_r] * VECTORS)
+        first.extend([row_start] * VECTORS)
 
-    entry = builder.block
-    loop = builder.append_basic_block("tile.loop")
-    done = builder.append_basic_block("tile.done")
-    builder.cbranch(builder.icmp_signed(">", depth, const(0)), loop, done)
+    def step(p, accs):
+        if offsets is None:
+            b_row = builder.gep(B, [builder.mul(p, _const(nr))])
+        else:
+            b_row = builder.gep(B, [builder.load(builder.gep(O, [p]))])
+        inputs = [V.load(builder.gep(b_row, [_const(v * lanes)])) for v in range(VECTORS)]
+        a_row = builder.gep(A, [builder.mul(p, _const(MR))])
+        updated = []
+        for r in range(MR):
+            weight = V.splat(builder.load(builder.gep(a_row, [_const(r)])))
+            for v in range(VECTORS):
+                updated.append(V.fma(weight, inputs[v], accs[r * VECTORS + v]))
+        return updated
 
-    builder.position_at_end(loop)
-    p = builder.phi(i64)
-    p.add_incoming(const(0), entry)
-    accs = []
-    for value in first:
-        phi = builder.phi(vec)
-        phi.add_incoming(value, entry)
-        accs.append(phi)
-    if offsets is None:
-        b_row = builder.gep(B, [builder.mul(p, const(nr))])
-    else:
-        b_row = builder.gep(B, [builder.load(builder.gep(O, [p]))])
-    inputs = [
-        builder.load(vector_at(b_row, const(v * lanes)), align=align)
-        for v in range(VECTORS)
-    ]
-    a_row = builder.gep(A, [builder.mul(p, const(MR))])
-    updated = []
-    for r in range(MR):
-        weight = splat(builder.load(builder.gep(a_row, [const(r)])))
-        for v in range(VECTORS):
-            updated.append(builder.call(fma, [weight, inputs[v], accs[r * VECTORS + v]]))
-    following = builder.add(p, const(1))
-    p.add_incoming(following, loop)
-    for phi, value in zip(accs, updated):
-        phi.add_incoming(value, loop)
-    builder.cbranch(builder.icmp_signed("<", following, depth), loop, done)
-
-    builder.position_at_end(done)
-    final = []
-    for i in range(len(slots)):
-        phi = builder.phi(vec)
-        phi.add_incoming(first[i], entry)
-        phi.add_incoming(updated[i], loop)
-        final.append(phi)
+    final = _counted_loop(builder, depth, first, step, "tile")
     before = builder.block
     with builder.if_then(keep):
-        summed = [
-            builder.fadd(value, builder.load(vector_at(C, s), align=align))
-            for value, s in zip(final, slots)
-        ]
+        summed = [builder.fadd(value, V.load(s)) for value, s in zip(final, slots)]
         then_block = builder.block
-    results = []
-    for value, total in zip(final, summed):
-        phi = builder.phi(vec)
-        phi.add_incoming(total, then_block)
-        phi.add_incoming(value, before)
-        results.append(phi)
+    results = _merge(builder, [(summed, then_block), (final, before)])
     for value, s in zip(results, slots):
-        builder.store(value, vector_at(C, s), align=align)
+        V.store(value, s)
 
 
 @intrinsic
@@ -266,127 +337,47 @@ def _emit_dots(context, builder, arg_types, shape, g, g_rows, g_rows_off, x, x_o
     """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps)
     (see ``dot_tile``)."""
     n_rows, n_taps = shape
-    elem = context.get_data_type(arg_types["g"].dtype)
-    single = isinstance(elem, ir.FloatType)
-    lanes = VECTOR_BYTES // (4 if single else 8)
-    align = 4 if single else 8
-    vec = ir.VectorType(elem, lanes)
-    vptr = vec.as_pointer()
-    i64 = ir.IntType(64)
-
-    def const(v):
-        return ir.Constant(i64, v)
-
-    def data(name, array):
-        return context.make_array(arg_types[name])(context, builder, array).data
-
-    G = data("g", g)
-    X = builder.gep(data("x", x), [x_off])
-    P = builder.gep(data("part", part), [part_off])
-    R = builder.gep(data("g_rows", g_rows), [g_rows_off])
-    T = builder.gep(data("taps", taps), [taps_off])
-    rows = [builder.gep(G, [builder.load(builder.gep(R, [const(r)]))])
+    V = _Vectors(context, builder, arg_types["g"].dtype)
+    G = _start(context, builder, arg_types["g"], g, _const(0))
+    X = _start(context, builder, arg_types["x"], x, x_off)
+    P = _start(context, builder, arg_types["part"], part, part_off)
+    R = _start(context, builder, arg_types["g_rows"], g_rows, g_rows_off)
+    T = _start(context, builder, arg_types["taps"], taps, taps_off)
+    rows = [builder.gep(G, [builder.load(builder.gep(R, [_const(r)]))])
             for r in range(n_rows)]
-    cols = [builder.gep(X, [builder.load(builder.gep(T, [const(q)]))])
+    cols = [builder.gep(X, [builder.load(builder.gep(T, [_const(q)]))])
             for q in range(n_taps)]
-    zero = ir.Constant(vec, [ir.Constant(elem, 0.0)] * lanes)
-    steps = builder.sdiv(length, const(lanes))
 
-    entry = builder.block
-    loop = builder.append_basic_block("dots.loop")
-    done = builder.append_basic_block("dots.done")
-    builder.cbranch(builder.icmp_signed(">", steps, const(0)), loop, done)
-
-    builder.position_at_end(loop)
-    step = builder.phi(i64)
-    step.add_incoming(const(0), entry)
-    accs = []
-    for _ in range(n_rows * n_taps):
-        phi = builder.phi(vec)
-        phi.add_incoming(zero, entry)
-        accs.append(phi)
-    t = builder.mul(step, const(lanes))
-
-    def load(base):
-        return builder.load(builder.bitcast(builder.gep(base, [t]), vptr), align=align)
-
-    fma = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-        "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64"),
-    )
-
-    def step_tile(load, accs):
+    def tile_step(load, accs):
         xs = [load(c) for c in cols]
         updated = []
         for r in range(n_rows):
             gv = load(rows[r])
             for q in range(n_taps):
-                updated.append(builder.call(fma, [gv, xs[q], accs[r * n_taps + q]]))
+                updated.append(V.fma(gv, xs[q], accs[r * n_taps + q]))
         return updated
 
-    updated = step_tile(load, accs)
-    following = builder.add(step, const(1))
-    step.add_incoming(following, loop)
-    for phi, value in zip(accs, updated):
-        phi.add_incoming(value, loop)
-    builder.cbranch(builder.icmp_signed("<", following, steps), loop, done)
+    def step(i, accs):
+        t = builder.mul(i, _const(V.lanes))
+        return tile_step(lambda base: V.load(builder.gep(base, [t])), accs)
 
-    builder.position_at_end(done)
-    looped = []
-    for value in updated:
-        phi = builder.phi(vec)
-        phi.add_incoming(zero, entry)
-        phi.add_incoming(value, loop)
-        looped.append(phi)
+    steps = builder.sdiv(length, _const(V.lanes))
+    looped = _counted_loop(builder, steps, [V.zero] * (n_rows * n_taps), step, "dots")
 
-    # The last length % V positions: one step of masked loads, which read
-    # nothing (and fault on nothing) past the end and give zeros there.
-    tail_start = builder.mul(steps, const(lanes))
-    rest = builder.sub(length, tail_start)
-    i32 = ir.IntType(32)
-    mask_type = ir.VectorType(ir.IntType(1), lanes)
-    masked_load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vec, [vptr, i32, mask_type, vec]),
-        "llvm.masked.load.v%d%s.p0" % (lanes, "f32" if single else "f64"),
-    )
+    # The last length % V positions: one step of masked loads.
+    tail = builder.mul(steps, _const(V.lanes))
+    rest = builder.sub(length, tail)
     before = builder.block
-    with builder.if_then(builder.icmp_signed(">", rest, const(0))):
-        index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-        limit = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
-                                       rest, ir.Constant(i32, 0))
-        limit = builder.shuffle_vector(limit, ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
-                                       ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-        mask = builder.icmp_signed("<", index, limit)
-
-        def load_masked(base):
-            pointer = builder.bitcast(builder.gep(base, [tail_start]), vptr)
-            return builder.call(masked_load, [pointer, ir.Constant(i32, align), mask, zero])
-
-        finished = step_tile(load_masked, looped)
+    with builder.if_then(builder.icmp_signed(">", rest, _const(0))):
+        finished = tile_step(
+            lambda base: V.load_first(builder.gep(base, [tail]), rest), looped
+        )
         tail_block = builder.block
-    totals = []
-    for value, full in zip(looped, finished):
-        phi = builder.phi(vec)
-        phi.add_incoming(value, before)
-        phi.add_incoming(full, tail_block)
-        totals.append(phi)
+    totals = _merge(builder, [(looped, before), (finished, tail_block)])
     for i, total in enumerate(totals):
-        # A fixed tree over the lanes: halves added until one lane is left.
-        width = lanes
-        while width > 1:
-            width //= 2
-            low = builder.shuffle_vector(
-                total, total, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                          list(range(width)) + [0] * (lanes - width)))
-            high = builder.shuffle_vector(
-                total, total, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                          list(range(width, 2 * width))
-                                          + [0] * (lanes - width)))
-            total = builder.fadd(low, high)
         r, q = divmod(i, n_taps)
-        slot = builder.gep(P, [builder.add(builder.mul(ldp, const(r)), const(q))])
-        lane0 = builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-        builder.store(builder.fadd(builder.load(slot), lane0), slot)
+        slot = builder.gep(P, [builder.add(builder.mul(ldp, _const(r)), _const(q))])
+        builder.store(builder.fadd(builder.load(slot), V.lane_sum(total)), slot)
 
 
 @intrinsic
@@ -400,13 +391,17 @@ def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length,
     is then added over the lanes in a fixed tree. All arrays 1D and
     C-contiguous; no bounds are checked.
     """
-    sig = types.void(g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
-                     part_off, ldp)
+    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), g, g_rows, g_rows_off, x, x_off, taps,
+                           taps_off, length, part, part_off, ldp)
+
+
+def _dots_intrinsic(shape, *arg_types):
+    sig = types.void(*arg_types)
 
     def codegen(context, builder, signature, args):
         names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
-        arg_types = {n: t for n, t in zip(names, signature.args) if n}
-        _emit_dots(context, builder, arg_types, (DOT_ROWS, DOT_TAPS), *args)
+        types_by_name = {n: t for n, t in zip(names, signature.args) if n}
+        _emit_dots(context, builder, types_by_name, shape, *args)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -426,16 +421,8 @@ DW_VECTORS = 12
 def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
             part_off, ldp):
     """``dot_tile`` for one row and DW_TAPS taps."""
-    sig = types.void(g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
-                     part_off, ldp)
-
-    def codegen(context, builder, signature, args):
-        names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
-        arg_types = {n: t for n, t in zip(names, signature.args) if n}
-        _emit_dots(context, builder, arg_types, (1, DW_TAPS), *args)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return _dots_intrinsic((1, DW_TAPS), g, g_rows, g_rows_off, x, x_off, taps,
+                           taps_off, length, part, part_off, ldp)
 
 
 @intrinsic
@@ -450,69 +437,21 @@ def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
 
     def codegen(context, builder, signature, args):
         w_, w_off_, K_, d_, x_, x_off_, c_, c_off_, init_ = args
-        arg_types = dict(w=signature.args[0], x=signature.args[4], c=signature.args[6])
-        elem = context.get_data_type(arg_types["w"].dtype)
-        single = isinstance(elem, ir.FloatType)
-        lanes = VECTOR_BYTES // (4 if single else 8)
-        align = 4 if single else 8
-        vec = ir.VectorType(elem, lanes)
-        vptr = vec.as_pointer()
-        i64 = ir.IntType(64)
-        i32 = ir.IntType(32)
+        w_type, x_type, c_type = signature.args[0], signature.args[4], signature.args[6]
+        V = _Vectors(context, builder, w_type.dtype)
+        W = _start(context, builder, w_type, w_, w_off_)
+        X = _start(context, builder, x_type, x_, x_off_)
+        C = _start(context, builder, c_type, c_, c_off_)
 
-        def data(name, array):
-            return context.make_array(arg_types[name])(context, builder, array).data
+        def step(k, accs):
+            weight = V.splat(builder.load(builder.gep(W, [k])))
+            base = builder.gep(X, [builder.mul(k, d_)])
+            return [V.fma(weight, V.load(builder.gep(base, [_const(v * V.lanes)])), acc)
+                    for v, acc in enumerate(accs)]
 
-        def splat(value):
-            one = builder.insert_element(ir.Constant(vec, ir.Undefined), value,
-                                         ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                          ir.Constant(ir.VectorType(i32, lanes),
-                                                      [0] * lanes))
-
-        W = builder.gep(data("w", w_), [w_off_])
-        X = builder.gep(data("x", x_), [x_off_])
-        C = builder.gep(data("c", c_), [c_off_])
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-            "llvm.fma.v%d%s" % (lanes, "f32" if single else "f64"),
-        )
-        start = splat(init_)
-        entry = builder.block
-        loop = builder.append_basic_block("row.loop")
-        done = builder.append_basic_block("row.done")
-        builder.cbranch(builder.icmp_signed(">", K_, ir.Constant(i64, 0)), loop, done)
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        k.add_incoming(ir.Constant(i64, 0), entry)
-        accs = []
-        for _ in range(DW_VECTORS):
-            phi = builder.phi(vec)
-            phi.add_incoming(start, entry)
-            accs.append(phi)
-        weight = splat(builder.load(builder.gep(W, [k])))
-        base = builder.gep(X, [builder.mul(k, d_)])
-        updated = []
-        for v in range(DW_VECTORS):
-            pointer = builder.bitcast(builder.gep(base, [ir.Constant(i64, v * lanes)]),
-                                      vptr)
-            value = builder.load(pointer, align=align)
-            updated.append(builder.call(fma, [weight, value, accs[v]]))
-        following = builder.add(k, ir.Constant(i64, 1))
-        k.add_incoming(following, loop)
-        for phi, value in zip(accs, updated):
-            phi.add_incoming(value, loop)
-        builder.cbranch(builder.icmp_signed("<", following, K_), loop, done)
-        builder.position_at_end(done)
-        results = []
-        for v in range(DW_VECTORS):
-            phi = builder.phi(vec)
-            phi.add_incoming(start, entry)
-            phi.add_incoming(updated[v], loop)
-            results.append(phi)
+        results = _counted_loop(builder, K_, [V.splat(init_)] * DW_VECTORS, step, "row")
         for v, value in enumerate(results):
-            pointer = builder.bitcast(builder.gep(C, [ir.Constant(i64, v * lanes)]), vptr)
-            builder.store(value, pointer, align=align)
+            V.store(value, builder.gep(C, [_const(v * V.lanes)]))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -541,16 +480,11 @@ def pack_panel(x, n, c0, C_in_g, K, first, m, stride, dilation, shift, dst):
     Zero where that position lies outside x or first + c >= m (the block's end,
     in the same coordinates as first). x : (N, C_in, L); dst : (C_in_g*K, NR).
     """
-    L = x.shape[2]
     nr = dst.shape[1]
-    for ci in range(C_in_g):
-        xrow = x[n, c0 + ci]
-        for k in range(K):
-            row = dst[ci * K + k]
-            u0 = first * stride + k * dilation - shift
-            for c in range(nr):
-                u = u0 + c * stride
-                row[c] = xrow[u] if c < m - first and 0 <= u < L else 0
+    width = min(nr, m - first)
+    im2col.fill_cols(x, n, c0, C_in_g, K, first, width, stride, dilation, shift, dst)
+    if width < nr:
+        dst[:, width:] = 0
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
