@@ -685,8 +685,10 @@ def pack_bias(bias, groups, row_tiles):
 
 
 def forward_block(N, L_out, depth, dtype):
-    """Positions per work item: a multiple of NR that fits the column panels
-    in ``im2col.SCRATCH_BYTES`` and splits small batches across threads."""
+    """Positions per work item: a multiple of NR, with ``im2col``'s budget for
+    a block's columns (so that the packed border panels and the edge scratch
+    stay small even when every panel is packed, at stride > 1), splitting
+    small batches across threads."""
     nr = panel_width(dtype)
     itemsize = np.dtype(dtype).itemsize
     block = im2col.cols_block(N, L_out, depth, itemsize)
