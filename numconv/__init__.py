@@ -14,6 +14,7 @@ from numconv._api import (
     conv1d_grad_weight,
     conv_transpose1d,
 )
+from numconv._memory import buffer_cache_info, set_buffer_cache
 from numconv.layers import Conv1d
 
 __version__ = "0.1.0"
@@ -21,10 +22,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Conv1d",
     "Conv1dGrads",
+    "buffer_cache_info",
     "conv1d",
     "conv1d_backward",
     "conv1d_grad_bias",
     "conv1d_grad_input",
     "conv1d_grad_weight",
     "conv_transpose1d",
+    "set_buffer_cache",
 ]

@@ -8,7 +8,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from numconv import _dispatch
+from numconv import _dispatch, _memory
 from numconv._padding import (
     forward_without_padding_terms,
     grad_weight_without_padding_terms,
@@ -78,7 +78,7 @@ def _forward(xp, w, b, spec):
     if spec.C_in == 0:
         # An empty sum: every output is its bias. Not left to the kernels, whose
         # loops over taps would then write nothing into the output.
-        y = np.empty((spec.N, spec.C_out, spec.L_out), spec.dtype)
+        y = _memory.empty((spec.N, spec.C_out, spec.L_out), spec.dtype)
         y[...] = b[None, :, None]
         return y
     return _dispatch.forward(xp, w, b, spec)
@@ -87,14 +87,14 @@ def _forward(xp, w, b, spec):
 def _grad_padded_input(g, w, spec):
     """The dispatcher's input gradient, or zeros when there is no output channel."""
     if spec.C_out == 0:
-        return np.zeros((g.shape[0], spec.C_in, spec.L_padded), spec.dtype)
+        return _memory.zeros((g.shape[0], spec.C_in, spec.L_padded), spec.dtype)
     return _dispatch.grad_padded_input(g, w, spec)
 
 
 def _grad_input(g, w, spec):
     """The input gradient (N, C_in, L) with the padding folded back onto x."""
     if spec.C_out == 0:
-        return np.zeros((g.shape[0], spec.C_in, spec.L), spec.dtype)
+        return _memory.zeros((g.shape[0], spec.C_in, spec.L), spec.dtype)
     return _dispatch.grad_input(g, w, spec)
 
 
@@ -420,7 +420,10 @@ def conv_transpose1d(
 
     g = kernel_array(xb, dtype)
     gxp = _grad_padded_input(g, kernel_array(weight, dtype), spec)
-    y = np.ascontiguousarray(gxp[:, :, padding : padding + L_out])
+    y = gxp
+    if padding:
+        y = _memory.empty((N, C_out, L_out), dtype)
+        y[...] = gxp[:, :, padding : padding + L_out]
     if bias is not None:
         y += kernel_array(bias, dtype)[None, :, None]
 

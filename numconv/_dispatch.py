@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from numconv import _polyphase
+from numconv import _memory, _polyphase
 from numconv._config import kernel_guard
 from numconv._kernels import common, direct, gemm, im2col, tiled
 from numconv._padding import fold_padding
@@ -227,7 +227,7 @@ def _grad_weight_family(spec):
 
 def forward(xp, weight, bias, spec):
     """Forward pass on the padded input xp (N, C_in, L_padded) -> (N, C_out, L_out)."""
-    out = np.empty((spec.N, spec.C_out, spec.L_out), dtype=spec.dtype)
+    out = _memory.empty((spec.N, spec.C_out, spec.L_out), dtype=spec.dtype)
     family = FAMILIES[choose(spec, "forward")]
     with kernel_guard():
         _polyphase.run_forward(family, xp, weight, bias, spec, out)
@@ -236,7 +236,9 @@ def forward(xp, weight, bias, spec):
 
 def grad_padded_input(grad_output, weight, spec):
     """Gradient w.r.t. the padded input: (N, C_out, L_out) -> (N, C_in, L_padded)."""
-    out = np.empty((grad_output.shape[0], spec.C_in, spec.L_padded), dtype=spec.dtype)
+    out = _memory.empty(
+        (grad_output.shape[0], spec.C_in, spec.L_padded), dtype=spec.dtype
+    )
     family = FAMILIES[choose(spec, "grad_input")]
     with kernel_guard():
         _polyphase.run_grad_input(family, grad_output, weight, spec, out)
@@ -252,7 +254,7 @@ def grad_input(grad_output, weight, spec):
     family = FAMILIES[choose(spec, "grad_input")]
     if not _polyphase.crops_directly(family, spec):
         return fold_padding(grad_padded_input(grad_output, weight, spec), spec)
-    out = np.empty((grad_output.shape[0], spec.C_in, spec.L), dtype=spec.dtype)
+    out = _memory.empty((grad_output.shape[0], spec.C_in, spec.L), dtype=spec.dtype)
     with kernel_guard():
         _polyphase.run_grad_input_cropped(family, grad_output, weight, spec, out)
     return out
@@ -260,7 +262,7 @@ def grad_input(grad_output, weight, spec):
 
 def grad_weight(xp, grad_output, spec):
     """Weight gradient (C_out, C_in/groups, K) from xp and grad_output."""
-    out = np.empty((spec.C_out, spec.C_in_per_group, spec.K), dtype=spec.dtype)
+    out = _memory.empty((spec.C_out, spec.C_in_per_group, spec.K), dtype=spec.dtype)
     family = FAMILIES[choose(spec, "grad_weight")]
     with kernel_guard():
         _polyphase.run_grad_weight(family, xp, grad_output, spec, out)
@@ -269,7 +271,7 @@ def grad_weight(xp, grad_output, spec):
 
 def grad_bias(grad_output, dtype):
     """Bias gradient (C_out,) from grad_output (N, C_out, L_out)."""
-    out = np.empty(grad_output.shape[1], dtype=dtype)
+    out = _memory.empty(grad_output.shape[1], dtype=dtype)
     with kernel_guard():
         common.grad_bias(grad_output, out)
     return out

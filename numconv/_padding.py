@@ -9,6 +9,7 @@ and circular padding read some input positions more than once).
 import numpy as np
 from numba import njit
 
+from numconv import _memory
 from numconv._config import SERIAL_JIT_OPTIONS, kernel_guard
 from numconv._kernels.common import crop_rows, fold_rows
 from numconv._spec import kernel_array
@@ -101,7 +102,7 @@ def fold_padding(grad_padded, spec):
     if spec.padding_mode == "zeros" or (spec.pad_left == 0 and spec.pad_right == 0):
         # A parallel copy: NumPy's single-threaded one, into fresh pages, took
         # several times as long as the input gradient kernel on mamba_dw.
-        out = np.empty((N, C, spec.L), dtype=grad_padded.dtype)
+        out = _memory.empty((N, C, spec.L), dtype=grad_padded.dtype)
         with kernel_guard():
             crop_rows(
                 grad_padded.reshape(N * C, spec.L_padded),
@@ -110,7 +111,7 @@ def fold_padding(grad_padded, spec):
             )
         return out
     idx = padding_index(spec.L, spec.pad_left, spec.pad_right, spec.padding_mode)
-    out = np.zeros((N, C, spec.L), dtype=grad_padded.dtype)
+    out = _memory.zeros((N, C, spec.L), dtype=grad_padded.dtype)
     with kernel_guard():
         fold_rows(
             grad_padded.reshape(N * C, spec.L_padded), idx, out.reshape(N * C, spec.L)
