@@ -119,9 +119,15 @@ IM2COL_MAX_DEPTH = 256
 # input channels for the input gradient), and a product with few rows or a
 # shallow inner dimension wastes most of each tile: the direct kernels keep
 # those.
+#
+# With AVX-512 the tiled family's larger tiles (see ``numconv._kernels.tiled``)
+# also take the widest layers (Zen 4, float32, through the public functions,
+# interleaved, medians of 9, ms; gemm / tiled): wide forward 18.1 / 16.9,
+# input gradient 18.4 / 17.6; w2v_strided forward 126.5 / 118.1; float64
+# wide forward 37.4 / 36.3, input gradient 39.0 / 38.6.
 TILED_MIN_ROWS = 8
 TILED_MIN_DEPTH = 16
-BLAS_WIDE = 256
+BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 
 # The tiled family's stride-1 weight gradient (dot products along the
 # positions, see ``numconv._kernels.tiled.dot_tile``) against the previous

@@ -42,7 +42,7 @@ def layers(draw, max_stride=3):
         C_in_g = C_out_g = 1
     else:
         C_in_g = draw(st.integers(1, 9))
-        # Row tiles of MR = 6 rows: whole, partial and several.
+        # Row tiles of MR rows: whole, half-height, partial and several.
         C_out_g = draw(st.integers(1, 3 * tiled.MR + 1))
     K = draw(st.integers(1, 5))
     dilation = draw(st.integers(1, 3))
@@ -50,7 +50,7 @@ def layers(draw, max_stride=3):
     left = draw(st.integers(0, (K - 1) * dilation + 2))
     right = draw(st.integers(0, (K - 1) * dilation + 2))
     span = (K - 1) * dilation
-    # Output rows from one position to several panels of NR = 16 or 8.
+    # Output rows from one position to several panels of NR columns (8 to 32).
     L = draw(st.integers(max(1, span + 1 - left - right), 90))
     N = draw(st.integers(1, 3))
     dtype = draw(st.sampled_from([np.float32, np.float64]))

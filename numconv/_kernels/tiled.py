@@ -54,6 +54,7 @@ DW_TAPS dot products at a time (``dot_row``).
 """
 
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -63,14 +64,43 @@ from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
 from numconv._kernels import direct, im2col
 from numconv._kernels import gemm as shifted
 
-# Rows of a tile, and vectors per tile row: 6 x 2 vectors keeps 12
-# accumulators, 2 inputs and 1 broadcast weight in the 16 AVX registers.
-# Measured against 4 x 3 and 5 x 2 on the suite's dense and grouped layers
-# (float32 forward, kernel only, medians of 21): 6 x 2 was fastest or level on
-# each, e.g. resnet1d 6.3 / 10.3 / 9.1 ms, textcnn 15.8 / 18.3 / 20.1 ms.
-MR = 6
-VECTORS = 2
-VECTOR_BYTES = 32
+
+def _has_avx512():
+    """True when the kernels are compiled for a CPU with AVX-512 (as Numba
+    targets it: NUMBA_CPU_FEATURES, else the host unless NUMBA_CPU_NAME names
+    another CPU)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        features = config.CPU_FEATURES
+    elif config.CPU_NAME is not None:
+        features = ""
+    else:
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+# The micro-kernel's tile: MR rows, VECTORS vectors of VECTOR_BYTES per row.
+# With AVX2's 16 vector registers, 6 x 2 vectors of 256 bits keeps 12
+# accumulators, 2 inputs and 1 broadcast weight in registers; measured
+# against 4 x 3 and 5 x 2 on the suite's dense and grouped layers (float32
+# forward, kernel only, medians of 21) it was fastest or level on each, e.g.
+# resnet1d 6.3 / 10.3 / 9.1 ms, textcnn 15.8 / 18.3 / 20.1 ms. With AVX-512's
+# 32 registers, 8 x 2 vectors of 512 bits, against 6 x 2 x 256 bits (Zen 4,
+# float32 forward through conv1d, 2 threads, medians of 11 in three
+# interleaved rounds, ms): grouped 3.35 / 4.1, resnet1d 5.3-6.2 / 6.5-6.8,
+# longkernel 10.3-10.8 / 13.8-15.2, textcnn 13.5-14.8 / 16.4-17.9,
+# ecg_first 33.6-35.7 / 37-48, wavenet_dil 8.1-8.9 / 10.2-11.7; 6 x 2,
+# 6 x 3, 10 x 2 and 14 x 1 vectors of 512 bits were level with 8 x 2 or
+# slower. A block's last row tile holding at most MR / 2 rows runs as a
+# half-height tile, so that 12 rows (ecg_first's input gradient) cost 8 + 4
+# rows, not 16.
+AVX512 = _has_avx512()
+if AVX512:
+    MR, VECTORS, VECTOR_BYTES = 8, 2, 64
+else:
+    MR, VECTORS, VECTOR_BYTES = 6, 2, 32
+HALF_MR = MR // 2
 
 # Inner-dimension steps per pass over a column panel (see the module docstring).
 DEPTH_CHUNK = 256
@@ -85,11 +115,11 @@ class _Vectors:
     """LLVM vectors of 256 bits over one float dtype, and what the emitters do
     with them."""
 
-    def __init__(self, context, builder, dtype):
+    def __init__(self, context, builder, dtype, width):
         self.builder = builder
         self.elem = context.get_data_type(dtype)
         single = isinstance(self.elem, ir.FloatType)
-        self.lanes = VECTOR_BYTES // (4 if single else 8)
+        self.lanes = width // (4 if single else 8)
         self.align = 4 if single else 8
         self.type = ir.VectorType(self.elem, self.lanes)
         self.zero = ir.Constant(self.type, [ir.Constant(self.elem, 0.0)] * self.lanes)
@@ -215,15 +245,15 @@ def _merge(builder, incoming):
     return merged
 
 
-def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
+def _emit_tile(context, builder, arg_types, n_rows, a, a_off, b, b_off, offsets, depth,
                init, init_off, c, c_off, ldc, accumulate):
-    """LLVM code of one tile product (see ``tile_product``).
+    """LLVM code of one tile product of ``n_rows`` rows (see ``tile_product``).
 
     ``offsets`` is None for a packed column panel (step p reads b at
     b_off + p*NR) or an (array type, array, offset) triple (step p reads b at
     b_off + offsets[offset + p]).
     """
-    V = _Vectors(context, builder, arg_types["a"].dtype)
+    V = _Vectors(context, builder, arg_types["a"].dtype, VECTOR_BYTES)
     lanes = V.lanes
     nr = VECTORS * lanes
     A = _start(context, builder, arg_types["a"], a, a_off)
@@ -234,7 +264,7 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
         O = _start(context, builder, *offsets)
     slots = [
         builder.gep(C, [builder.add(builder.mul(ldc, _const(r)), _const(v * lanes))])
-        for r in range(MR)
+        for r in range(n_rows)
         for v in range(VECTORS)
     ]
 
@@ -247,7 +277,7 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
     if keep.type != ir.IntType(1):
         keep = builder.icmp_unsigned("!=", keep, ir.Constant(keep.type, 0))
     first = []
-    for r in range(MR):
+    for r in range(n_rows):
         row_start = builder.select(
             keep, V.zero, V.splat(builder.load(builder.gep(I, [_const(r)])))
         )
@@ -261,7 +291,7 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
         inputs = [V.load(builder.gep(b_row, [_const(v * lanes)])) for v in range(VECTORS)]
         a_row = builder.gep(A, [builder.mul(p, _const(MR))])
         updated = []
-        for r in range(MR):
+        for r in range(n_rows):
             weight = V.splat(builder.load(builder.gep(a_row, [_const(r)])))
             for v in range(VECTORS):
                 updated.append(V.fma(weight, inputs[v], accs[r * VECTORS + v]))
@@ -277,6 +307,28 @@ def _emit_tile(context, builder, arg_types, a, a_off, b, b_off, offsets, depth,
         V.store(value, s)
 
 
+def _tile_intrinsic(n_rows, with_offsets, *arg_types):
+    sig = types.void(*arg_types)
+
+    def codegen(context, builder, signature, args):
+        if with_offsets:
+            a_, a_off_, b_, b_off_, o_, o_off_, *rest = args
+            offsets = (signature.args[4], o_, o_off_)
+            init_type, c_type = signature.args[7], signature.args[9]
+        else:
+            a_, a_off_, b_, b_off_, *rest = args
+            offsets = None
+            init_type, c_type = signature.args[5], signature.args[7]
+        depth_, i_, i_off_, c_, c_off_, ldc_, acc_ = rest
+        arg_types = dict(a=signature.args[0], b=signature.args[2], init=init_type,
+                         c=c_type)
+        _emit_tile(context, builder, arg_types, n_rows, a_, a_off_, b_, b_off_,
+                   offsets, depth_, i_, i_off_, c_, c_off_, ldc_, acc_)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @intrinsic
 def tile_product(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off, ldc,
                  accumulate):
@@ -287,18 +339,16 @@ def tile_product(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
     Offsets in elements from the start of each C-contiguous array. No bounds
     are checked: the caller sizes every array.
     """
-    sig = types.void(a, a_off, b, b_off, depth, init, init_off, c, c_off, ldc,
-                     accumulate)
+    return _tile_intrinsic(MR, False, a, a_off, b, b_off, depth, init, init_off, c,
+                           c_off, ldc, accumulate)
 
-    def codegen(context, builder, signature, args):
-        a_, a_off_, b_, b_off_, depth_, i_, i_off_, c_, c_off_, ldc_, acc_ = args
-        arg_types = dict(a=signature.args[0], b=signature.args[2],
-                         init=signature.args[5], c=signature.args[7])
-        _emit_tile(context, builder, arg_types, a_, a_off_, b_, b_off_, None, depth_,
-                   i_, i_off_, c_, c_off_, ldc_, acc_)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@intrinsic
+def tile_product_half(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
+                      ldc, accumulate):
+    """``tile_product`` for rows r < HALF_MR only (a still has MR per step)."""
+    return _tile_intrinsic(HALF_MR, False, a, a_off, b, b_off, depth, init, init_off,
+                           c, c_off, ldc, accumulate)
 
 
 @intrinsic
@@ -308,20 +358,16 @@ def tile_product_rows(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth
 
     The input read where it lies: offsets[ci*K + k] = ci*L + k*d.
     """
-    sig = types.void(a, a_off, b, b_off, offsets, offsets_off, depth, init, init_off,
-                     c, c_off, ldc, accumulate)
+    return _tile_intrinsic(MR, True, a, a_off, b, b_off, offsets, offsets_off, depth,
+                           init, init_off, c, c_off, ldc, accumulate)
 
-    def codegen(context, builder, signature, args):
-        (a_, a_off_, b_, b_off_, o_, o_off_, depth_, i_, i_off_, c_, c_off_, ldc_,
-         acc_) = args
-        arg_types = dict(a=signature.args[0], b=signature.args[2],
-                         init=signature.args[7], c=signature.args[9])
-        _emit_tile(context, builder, arg_types, a_, a_off_, b_, b_off_,
-                   (signature.args[4], o_, o_off_), depth_, i_, i_off_, c_, c_off_,
-                   ldc_, acc_)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@intrinsic
+def tile_product_rows_half(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth,
+                           init, init_off, c, c_off, ldc, accumulate):
+    """``tile_product_rows`` for rows r < HALF_MR only."""
+    return _tile_intrinsic(HALF_MR, True, a, a_off, b, b_off, offsets, offsets_off,
+                           depth, init, init_off, c, c_off, ldc, accumulate)
 
 
 # The stride-1 weight gradient's tile: DOT_ROWS output channels x DOT_TAPS taps,
@@ -330,14 +376,18 @@ def tile_product_rows(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth
 # 12 accumulators cover the fused multiply-add's latency on two ports.
 DOT_ROWS = 4
 DOT_TAPS = 3
+# 256-bit vectors for these tiles on every machine: 512-bit ones were no
+# faster on Zen 4 (weight gradients of the suite's dense layers, within the
+# run-to-run spread).
+DOT_VECTOR_BYTES = 32
 
 
-def _emit_dots(context, builder, arg_types, shape, g, g_rows, g_rows_off, x, x_off,
-               taps, taps_off, length, part, part_off, ldp):
-    """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps)
-    (see ``dot_tile``)."""
+def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off, x,
+               x_off, taps, taps_off, length, part, part_off, ldp):
+    """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps), on
+    vectors of ``width`` bytes (see ``dot_tile``)."""
     n_rows, n_taps = shape
-    V = _Vectors(context, builder, arg_types["g"].dtype)
+    V = _Vectors(context, builder, arg_types["g"].dtype, width)
     G = _start(context, builder, arg_types["g"], g, _const(0))
     X = _start(context, builder, arg_types["x"], x, x_off)
     P = _start(context, builder, arg_types["part"], part, part_off)
@@ -391,17 +441,17 @@ def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length,
     is then added over the lanes in a fixed tree. All arrays 1D and
     C-contiguous; no bounds are checked.
     """
-    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), g, g_rows, g_rows_off, x, x_off, taps,
+    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), DOT_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off, taps,
                            taps_off, length, part, part_off, ldp)
 
 
-def _dots_intrinsic(shape, *arg_types):
+def _dots_intrinsic(shape, width, *arg_types):
     sig = types.void(*arg_types)
 
     def codegen(context, builder, signature, args):
         names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
         types_by_name = {n: t for n, t in zip(names, signature.args) if n}
-        _emit_dots(context, builder, types_by_name, shape, *args)
+        _emit_dots(context, builder, types_by_name, shape, width, *args)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -415,13 +465,19 @@ def _dots_intrinsic(shape, *arg_types):
 # multiply-add and the output is stored once.
 DW_TAPS = 8
 DW_VECTORS = 12
+# The depthwise tiles take the widest vectors the machine has: with AVX-512,
+# against 256 bits (Zen 4, float32, medians of 11, two interleaved rounds,
+# ms): conformer_dw forward 3.11-3.19 / 4.61-4.76, input gradient
+# 3.41 / 4.42-4.68, weight gradient 3.76-4.18 / 5.04-6.50; mamba_dw forward
+# 9.7-10.5 / 11.7-14.5; fir_long forward 2.23-2.36 / 2.79-3.84.
+DW_VECTOR_BYTES = 64 if AVX512 else 32
 
 
 @intrinsic
 def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
             part_off, ldp):
     """``dot_tile`` for one row and DW_TAPS taps."""
-    return _dots_intrinsic((1, DW_TAPS), g, g_rows, g_rows_off, x, x_off, taps,
+    return _dots_intrinsic((1, DW_TAPS), DW_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off, taps,
                            taps_off, length, part, part_off, ldp)
 
 
@@ -438,7 +494,7 @@ def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
     def codegen(context, builder, signature, args):
         w_, w_off_, K_, d_, x_, x_off_, c_, c_off_, init_ = args
         w_type, x_type, c_type = signature.args[0], signature.args[4], signature.args[6]
-        V = _Vectors(context, builder, w_type.dtype)
+        V = _Vectors(context, builder, w_type.dtype, DW_VECTOR_BYTES)
         W = _start(context, builder, w_type, w_, w_off_)
         X = _start(context, builder, x_type, x_, x_off_)
         C = _start(context, builder, c_type, c_, c_off_)
@@ -508,6 +564,8 @@ def copy_edges(acc, n, co0, rows, t0, m, out):
     """
     nr = VECTORS * VECTOR_BYTES // out.itemsize
     whole_rows = rows - rows % MR
+    if rows % MR == HALF_MR:
+        whole_rows = rows
     whole_cols = m - m % nr
     for r in range(rows):
         first = whole_cols if r < whole_rows else 0
@@ -569,7 +627,11 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                     for i in range(row_tiles):
                         a_off = ((g * row_tiles + i) * depth + p0) * MR
                         b_row = g * row_tiles * MR + i * MR
-                        if (i + 1) * MR <= C_out_g and (j + 1) * nr <= m:
+                        # The last tile runs at half height when its real
+                        # rows fit in half.
+                        half = C_out_g - i * MR <= HALF_MR
+                        height = HALF_MR if half else MR
+                        if i * MR + height <= C_out_g and (j + 1) * nr <= m:
                             c = out
                             c_off = ((n * C_out + g * C_out_g + i * MR) * L_out
                                      + t0 + j * nr)
@@ -579,13 +641,23 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                             c_off = i * MR * ldc + j * nr
                             c_ld = ldc
                         if lo <= j < hi:
-                            tile_product_rows(ap, a_off, x, x_off + j * nr, rows, p0,
-                                              steps, bias_rows, b_row, c, c_off, c_ld,
-                                              later)
+                            if half:
+                                tile_product_rows_half(
+                                    ap, a_off, x, x_off + j * nr, rows, p0, steps,
+                                    bias_rows, b_row, c, c_off, c_ld, later)
+                            else:
+                                tile_product_rows(
+                                    ap, a_off, x, x_off + j * nr, rows, p0, steps,
+                                    bias_rows, b_row, c, c_off, c_ld, later)
                         else:
-                            packed = j if j < lo else j - (hi - lo)
-                            tile_product(ap, a_off, bp, (packed * depth + p0) * nr,
-                                         steps, bias_rows, b_row, c, c_off, c_ld, later)
+                            b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
+                            if half:
+                                tile_product_half(ap, a_off, bp, b_off, steps,
+                                                  bias_rows, b_row, c, c_off, c_ld,
+                                                  later)
+                            else:
+                                tile_product(ap, a_off, bp, b_off, steps, bias_rows,
+                                             b_row, c, c_off, c_ld, later)
             copy_edges(acc[0], n, g * C_out_g, C_out_g, t0, m, out)
 
 
@@ -602,7 +674,7 @@ def depthwise_kernel(x, shift, weight, bias, dilation, out):
     L = x.shape[2]
     K = weight.shape[2]
     span = (K - 1) * dilation
-    width = DW_VECTORS * VECTOR_BYTES // out.itemsize
+    width = DW_VECTORS * DW_VECTOR_BYTES // out.itemsize
     tiles = -(-L_out // width)
     lo, hi = interior_panels(0, L_out, width, span, shift, L)
     wflat = weight.reshape(weight.size)
