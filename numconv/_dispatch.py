@@ -14,9 +14,9 @@ run every family on every spec it supports.
 Every entry point below takes C-contiguous, writeable, aligned arrays of
 ``spec.dtype`` (the padded input may instead be a ``numconv._padding.ZeroPadded``)
 and allocates its own result. ``numconv._polyphase`` runs the chosen family:
-it rewrites stride > 1 as stride 1 for families with ``POLYPHASE = True``, and
-hands zero-padded input unpadded to families that provide the optional
-stride-1 kernels ``forward_shifted`` and ``grad_weight_shifted``.
+it rewrites stride > 1 as stride 1 for the operations a family lists in its
+``POLYPHASE``, and hands zero-padded input unpadded to families that provide
+the optional stride-1 kernels ``forward_shifted`` and ``grad_weight_shifted``.
 """
 
 import contextlib
@@ -154,6 +154,16 @@ BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 DOTS_MIN_ROWS = 8
 DOTS_MIN_LENGTH = 160
 
+# A strided layer with a polyphase form runs the dot products on its phases
+# (see ``numconv._kernels.tiled.POLYPHASE``) when each phase keeps at least
+# this many taps; with one tap per phase the phase products are plain matrix
+# products, where BLAS is better. float32, through the public function,
+# medians of 9, two interleaved rounds, ms, previous / phases: w2v_first
+# 3.95-4.22 / 3.42-3.66; (N, C_in, C_out, L, K, stride) = (16, 64, 128, 2048,
+# 4, 2) 7.63-7.69 / 6.93-6.96; (16, 128, 128, 2048, 2, 2) 8.46-8.63 /
+# 9.98-10.4.
+PHASE_DOTS_MIN_K = 2
+
 # Depthwise layers at stride 1 (one input and one output channel per group):
 # the tiled family's row tiles (``numconv._kernels.tiled.depthwise_kernel``,
 # also the input gradient) and one-row dot products for the weight gradient,
@@ -219,7 +229,8 @@ def _depthwise_family(spec, op):
 
 def _grad_weight_family(spec):
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
-    if spec.stride == 1 and c_out >= DOTS_MIN_ROWS and spec.L_out >= DOTS_MIN_LENGTH:
+    phases = _polyphase.rewrites(spec) and spec.K // spec.stride >= PHASE_DOTS_MIN_K
+    if (spec.stride == 1 or phases) and c_out >= DOTS_MIN_ROWS and spec.L_out >= DOTS_MIN_LENGTH:
         return "tiled"
     depth = c_in * spec.K
     if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:

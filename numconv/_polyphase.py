@@ -20,8 +20,9 @@ multiplied by a NaN or Inf input outside an output's receptive field would
 turn that output into NaN, against IEEE semantics; those specs run the
 family's strided kernels instead.
 
-A family opts in with a module attribute ``POLYPHASE = True``; its kernels
-then see stride 1 for every spec the rewrite applies to.
+A family opts in with a module attribute ``POLYPHASE``, the tuple of
+operations ("forward", "grad_input", "grad_weight") it runs in the phase form;
+its kernels then see stride 1 for every spec the rewrite applies to.
 
 Implicit zero padding
 ---------------------
@@ -43,14 +44,14 @@ from numconv._config import JIT_OPTIONS
 from numconv._padding import ZeroPadded
 
 
-def applies(spec, family):
-    """True when ``family`` should run ``spec`` through the polyphase rewrite."""
-    return (
-        getattr(family, "POLYPHASE", False)
-        and spec.stride > 1
-        and spec.dilation == 1
-        and spec.K % spec.stride == 0
-    )
+def rewrites(spec):
+    """True when ``spec`` has a polyphase form without structural zeros."""
+    return spec.stride > 1 and spec.dilation == 1 and spec.K % spec.stride == 0
+
+
+def applies(spec, family, op):
+    """True when ``family`` should run ``op`` of ``spec`` in the polyphase form."""
+    return op in getattr(family, "POLYPHASE", ()) and rewrites(spec)
 
 
 def phase_spec(spec):
@@ -133,7 +134,7 @@ def weight_from_phases(gw_phase, stride):
 
 def run_forward(family, xp, weight, bias, spec, out):
     """Fill out (N, C_out, L_out) with the forward pass, in the family's best form."""
-    if applies(spec, family):
+    if applies(spec, family, "forward"):
         xph = split_input(xp, spec)
         wph = phase_weight(weight, spec.stride)
         family.forward(xph, wph, bias, spec.groups, 1, 1, out)
@@ -150,7 +151,7 @@ def run_forward(family, xp, weight, bias, spec, out):
 
 def run_grad_input(family, grad_output, weight, spec, out):
     """Fill out (N, C_in, L_padded) with the gradient w.r.t. the padded input."""
-    if applies(spec, family):
+    if applies(spec, family, "grad_input"):
         pspec = phase_spec(spec)
         gph = np.empty((grad_output.shape[0], pspec.C_in, pspec.L), dtype=spec.dtype)
         wph = phase_weight(weight, spec.stride)
@@ -181,7 +182,7 @@ def run_grad_input_cropped(family, grad_output, weight, spec, out):
 
 def run_grad_weight(family, xp, grad_output, spec, out):
     """Fill out (C_out, C_in/groups, K) with the weight gradient."""
-    if applies(spec, family):
+    if applies(spec, family, "grad_weight"):
         pspec = phase_spec(spec)
         xph = split_input(xp, spec)
         gw_phase = np.empty(pspec.weight_shape, dtype=spec.dtype)

@@ -153,7 +153,7 @@ def test_polyphase_split_and_interleave_are_adjoint(pad):
         dilation=1, groups=1, padding_mode="zeros", dtype=np.dtype(np.float64),
         batched=True,
     )
-    assert _polyphase.applies(spec, direct)
+    assert _polyphase.applies(spec, direct, "forward")
     from numconv._padding import pad_input
 
     xph = _polyphase.split_input(pad_input(x, spec), spec)
@@ -173,10 +173,10 @@ def test_polyphase_is_used_only_without_structural_zeros():
             batched=True,
         )
 
-    assert _polyphase.applies(spec_for(10, 5, 1), direct)
-    assert not _polyphase.applies(spec_for(3, 2, 1), direct)
-    assert not _polyphase.applies(spec_for(4, 2, 3), direct)
-    assert not _polyphase.applies(spec_for(4, 1, 1), direct)
+    assert _polyphase.applies(spec_for(10, 5, 1), direct, "forward")
+    assert not _polyphase.applies(spec_for(3, 2, 1), direct, "forward")
+    assert not _polyphase.applies(spec_for(4, 2, 3), direct, "forward")
+    assert not _polyphase.applies(spec_for(4, 1, 1), direct, "forward")
 
 
 @pytest.mark.parametrize("name", ["long_row_partial_tile", "polyphase_w2v", "causal_dilated"])

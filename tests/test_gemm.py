@@ -339,6 +339,11 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
     # A thin input with a kernel so long that one block's scratch would pass
     # its budget: the shifted products, which need no scratch.
-    assert _dispatch.choose(spec(12, 64, 1, K=1000, L=4096, stride=2), op) == "gemm"
+    assert _dispatch.choose(spec(12, 64, 1, K=999, L=4096, stride=2), op) == "gemm"
+    # A strided layer with a polyphase form and two taps or more per phase:
+    # the dot products on its phases; one tap per phase stays with BLAS.
+    assert _dispatch.choose(spec(1, 512, 1, K=10, L=16000, stride=5), op) == "tiled"
+    assert _dispatch.choose(spec(12, 64, 1, K=1000, L=4096, stride=2), op) == "tiled"
+    assert _dispatch.choose(spec(128, 128, 1, K=2, L=2048, stride=2), op) == "im2col"
     assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
     assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"

@@ -150,3 +150,26 @@ def test_interior_panels_read_inside_the_input(t0, m, nr, span, shift, L):
         assert (j in interior) == inside, (j, lo, hi)
     # Only whole panels can be interior.
     assert all(0 <= j < m // nr for j in interior)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_on_the_phases_of_a_strided_layer(dtype):
+    import numconv
+    from numconv import _dispatch, _polyphase
+    from numconv._spec import build_spec
+
+    layer = (2, 2, 3, 9, 6, 1, 3, 2, 1, 401, dtype, 11)
+    N, groups, C_in_g, _, K, d, s, left, right, L, _, _ = layer
+    x, w, _, g = _arrays(layer)
+    spec = build_spec(
+        N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=s,
+        padding=(left, right), dilation=d, groups=groups, padding_mode="zeros",
+        dtype=np.dtype(dtype), batched=True,
+    )
+    assert _polyphase.applies(spec, tiled, "grad_weight")
+    with _dispatch.force("tiled"):
+        gw = numconv.conv1d_grad_weight(x, g, K, stride=s, padding=(left, right),
+                                        groups=groups)
+    _, gw_ref = ref_grads(x, w, g, s, left, right, d, groups)
+    _, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, left, right, d, groups)
+    assert_close(gw, gw_ref, scale, dtype, "grad_weight")

@@ -45,7 +45,7 @@ from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
 from numconv._kernels.common import strided_dot
 
 # The polyphase rewrite pays off here: strided reads defeat vectorisation.
-POLYPHASE = True
+POLYPHASE = ("forward", "grad_input", "grad_weight")
 
 # Output positions per work item. Long enough to amortise the per-item copy
 # and loop set-up, short enough that the output block and the scratch rows of
