@@ -569,7 +569,12 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
                  max(1, WG_PARTIAL_ELEMENTS // max(per_group * groups, 1)))
     chunks = max(chunks, 1)
     items = groups * chunks
-    partials = np.zeros((items, per_group), dtype=out.dtype)
+    # Zeroed by a plain loop: in a parallel function np.zeros would be a
+    # parallel loop, which starts the thread pool even for a small problem.
+    partials = np.empty((items, per_group), dtype=out.dtype)
+    pflat = partials.reshape(items * per_group)
+    for i in range(items * per_group):
+        pflat[i] = 0
     gflat = grad_output.reshape(N * C_out * L_out)
     xflat = x.reshape(x.size)
 
