@@ -103,6 +103,10 @@ if AVX512:
 else:
     MR, VECTORS, VECTOR_BYTES = 6, 2, 32
 HALF_MR = MR // 2
+# A block's last panel holding at most half its columns runs on the first
+# NARROW_VECTORS vectors only (a text CNN's rows of 100 outputs are 3 panels of
+# 32 and one of 4 in float32 with AVX-512).
+NARROW_VECTORS = VECTORS // 2
 
 # The weight gradient's dot products run on the phases of a strided layer:
 # wav2vec's first layer (5 phase rows over 512 channels and 2 taps), through
@@ -254,9 +258,10 @@ def _merge(builder, incoming):
     return merged
 
 
-def _emit_tile(context, builder, arg_types, n_rows, a, a_off, b, b_off, offsets, depth,
-               init, init_off, c, c_off, ldc, accumulate):
-    """LLVM code of one tile product of ``n_rows`` rows (see ``tile_product``).
+def _emit_tile(context, builder, arg_types, n_rows, n_vectors, a, a_off, b, b_off,
+               offsets, depth, init, init_off, c, c_off, ldc, accumulate):
+    """LLVM code of one tile product of ``n_rows`` rows and the first
+    ``n_vectors`` vectors of a panel's columns (see ``tile_product``).
 
     ``offsets`` is None for a packed column panel (step p reads b at
     b_off + p*NR) or an (array type, array, offset) triple (step p reads b at
@@ -274,7 +279,7 @@ def _emit_tile(context, builder, arg_types, n_rows, a, a_off, b, b_off, offsets,
     slots = [
         builder.gep(C, [builder.add(builder.mul(ldc, _const(r)), _const(v * lanes))])
         for r in range(n_rows)
-        for v in range(VECTORS)
+        for v in range(n_vectors)
     ]
 
     # Start from init[r] in every column of row r, or from zero when the sum
@@ -290,20 +295,21 @@ def _emit_tile(context, builder, arg_types, n_rows, a, a_off, b, b_off, offsets,
         row_start = builder.select(
             keep, V.zero, V.splat(builder.load(builder.gep(I, [_const(r)])))
         )
-        first.extend([row_start] * VECTORS)
+        first.extend([row_start] * n_vectors)
 
     def step(p, accs):
         if offsets is None:
             b_row = builder.gep(B, [builder.mul(p, _const(nr))])
         else:
             b_row = builder.gep(B, [builder.load(builder.gep(O, [p]))])
-        inputs = [V.load(builder.gep(b_row, [_const(v * lanes)])) for v in range(VECTORS)]
+        inputs = [V.load(builder.gep(b_row, [_const(v * lanes)]))
+                  for v in range(n_vectors)]
         a_row = builder.gep(A, [builder.mul(p, _const(MR))])
         updated = []
         for r in range(n_rows):
             weight = V.splat(builder.load(builder.gep(a_row, [_const(r)])))
-            for v in range(VECTORS):
-                updated.append(V.fma(weight, inputs[v], accs[r * VECTORS + v]))
+            for v in range(n_vectors):
+                updated.append(V.fma(weight, inputs[v], accs[r * n_vectors + v]))
         return updated
 
     final = _counted_loop(builder, depth, first, step, "tile")
@@ -316,7 +322,7 @@ def _emit_tile(context, builder, arg_types, n_rows, a, a_off, b, b_off, offsets,
         V.store(value, s)
 
 
-def _tile_intrinsic(n_rows, with_offsets, *arg_types):
+def _tile_intrinsic(n_rows, n_vectors, with_offsets, *arg_types):
     sig = types.void(*arg_types)
 
     def codegen(context, builder, signature, args):
@@ -331,8 +337,8 @@ def _tile_intrinsic(n_rows, with_offsets, *arg_types):
         depth_, i_, i_off_, c_, c_off_, ldc_, acc_ = rest
         arg_types = dict(a=signature.args[0], b=signature.args[2], init=init_type,
                          c=c_type)
-        _emit_tile(context, builder, arg_types, n_rows, a_, a_off_, b_, b_off_,
-                   offsets, depth_, i_, i_off_, c_, c_off_, ldc_, acc_)
+        _emit_tile(context, builder, arg_types, n_rows, n_vectors, a_, a_off_, b_,
+                   b_off_, offsets, depth_, i_, i_off_, c_, c_off_, ldc_, acc_)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -348,16 +354,32 @@ def tile_product(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
     Offsets in elements from the start of each C-contiguous array. No bounds
     are checked: the caller sizes every array.
     """
-    return _tile_intrinsic(MR, False, a, a_off, b, b_off, depth, init, init_off, c,
-                           c_off, ldc, accumulate)
+    return _tile_intrinsic(MR, VECTORS, False, a, a_off, b, b_off, depth, init,
+                           init_off, c, c_off, ldc, accumulate)
 
 
 @intrinsic
 def tile_product_half(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
                       ldc, accumulate):
     """``tile_product`` for rows r < HALF_MR only (a still has MR per step)."""
-    return _tile_intrinsic(HALF_MR, False, a, a_off, b, b_off, depth, init, init_off,
-                           c, c_off, ldc, accumulate)
+    return _tile_intrinsic(HALF_MR, VECTORS, False, a, a_off, b, b_off, depth, init,
+                           init_off, c, c_off, ldc, accumulate)
+
+
+@intrinsic
+def tile_product_narrow(typingctx, a, a_off, b, b_off, depth, init, init_off, c, c_off,
+                        ldc, accumulate):
+    """``tile_product`` for columns j < NARROW_NR only (b still has NR per step)."""
+    return _tile_intrinsic(MR, NARROW_VECTORS, False, a, a_off, b, b_off, depth, init,
+                           init_off, c, c_off, ldc, accumulate)
+
+
+@intrinsic
+def tile_product_half_narrow(typingctx, a, a_off, b, b_off, depth, init, init_off, c,
+                             c_off, ldc, accumulate):
+    """``tile_product`` for rows r < HALF_MR and columns j < NARROW_NR only."""
+    return _tile_intrinsic(HALF_MR, NARROW_VECTORS, False, a, a_off, b, b_off, depth,
+                           init, init_off, c, c_off, ldc, accumulate)
 
 
 @intrinsic
@@ -367,16 +389,16 @@ def tile_product_rows(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth
 
     The input read where it lies: offsets[ci*K + k] = ci*L + k*d.
     """
-    return _tile_intrinsic(MR, True, a, a_off, b, b_off, offsets, offsets_off, depth,
-                           init, init_off, c, c_off, ldc, accumulate)
+    return _tile_intrinsic(MR, VECTORS, True, a, a_off, b, b_off, offsets, offsets_off,
+                           depth, init, init_off, c, c_off, ldc, accumulate)
 
 
 @intrinsic
 def tile_product_rows_half(typingctx, a, a_off, b, b_off, offsets, offsets_off, depth,
                            init, init_off, c, c_off, ldc, accumulate):
     """``tile_product_rows`` for rows r < HALF_MR only."""
-    return _tile_intrinsic(HALF_MR, True, a, a_off, b, b_off, offsets, offsets_off,
-                           depth, init, init_off, c, c_off, ldc, accumulate)
+    return _tile_intrinsic(HALF_MR, VECTORS, True, a, a_off, b, b_off, offsets,
+                           offsets_off, depth, init, init_off, c, c_off, ldc, accumulate)
 
 
 # The stride-1 weight gradient's tile: DOT_ROWS output channels x DOT_TAPS taps,
@@ -600,6 +622,7 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
     C_in_g = C_in // groups
     C_out_g = C_out // groups
     nr = VECTORS * VECTOR_BYTES // out.itemsize
+    narrow_cols = NARROW_VECTORS * VECTOR_BYTES // out.itemsize
     blocks = (L_out + block - 1) // block
     # Where step p of a panel reads, from the panel's first column in row c0.
     rows = np.empty(depth, dtype=np.int64)
@@ -660,10 +683,21 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                                     bias_rows, b_row, c, c_off, c_ld, later)
                         else:
                             b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
-                            if half:
+                            # A last panel of at most half its columns, which
+                            # is never interior, takes the narrow tiles.
+                            narrow = m - j * nr <= narrow_cols
+                            if half and narrow:
+                                tile_product_half_narrow(ap, a_off, bp, b_off, steps,
+                                                         bias_rows, b_row, c, c_off,
+                                                         c_ld, later)
+                            elif half:
                                 tile_product_half(ap, a_off, bp, b_off, steps,
                                                   bias_rows, b_row, c, c_off, c_ld,
                                                   later)
+                            elif narrow:
+                                tile_product_narrow(ap, a_off, bp, b_off, steps,
+                                                    bias_rows, b_row, c, c_off, c_ld,
+                                                    later)
                             else:
                                 tile_product(ap, a_off, bp, b_off, steps, bias_rows,
                                              b_row, c, c_off, c_ld, later)
