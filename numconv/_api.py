@@ -319,9 +319,11 @@ def conv1d_backward(
     w = kernel_array(weight, dtype)
     g = kernel_array(_batched(grad_output), dtype)
     gx = _grad_input(g, w, spec)
-    gw = _dispatch.grad_weight(xp, g, spec)
+    if bias:
+        gw, gb = _dispatch.grad_weight_and_bias(xp, g, spec)
+    else:
+        gw, gb = _dispatch.grad_weight(xp, g, spec), None
     grad_weight_without_padding_terms(xb, g, spec, gw)
-    gb = _dispatch.grad_bias(g, dtype) if bias else None
 
     return Conv1dGrads(_unbatch(gx, spec), gw, gb)
 

@@ -286,6 +286,18 @@ def grad_weight(xp, grad_output, spec):
     return out
 
 
+def grad_weight_and_bias(xp, grad_output, spec):
+    """``grad_weight`` and ``grad_bias`` together, from one pass over
+    grad_output where the family's kernel allows it."""
+    gw = _memory.empty((spec.C_out, spec.C_in_per_group, spec.K), dtype=spec.dtype)
+    gb = _memory.empty(spec.C_out, dtype=spec.dtype)
+    family = FAMILIES[choose(spec, "grad_weight")]
+    with kernel_guard():
+        if not _polyphase.run_grad_weight(family, xp, grad_output, spec, gw, gb):
+            common.grad_bias(grad_output, gb)
+    return gw, gb
+
+
 def grad_bias(grad_output, dtype):
     """Bias gradient (C_out,) from grad_output (N, C_out, L_out)."""
     out = _memory.empty(grad_output.shape[1], dtype=dtype)

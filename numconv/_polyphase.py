@@ -180,8 +180,13 @@ def run_grad_input_cropped(family, grad_output, weight, spec, out):
     )
 
 
-def run_grad_weight(family, xp, grad_output, spec, out):
-    """Fill out (C_out, C_in/groups, K) with the weight gradient."""
+def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
+    """Fill out (C_out, C_in/groups, K) with the weight gradient.
+
+    Given ``bias_out`` (C_out,), also fills it with the bias gradient when the
+    family's kernel can take it from the same reads of grad_output (its
+    optional ``grad_weight_bias_shifted``); returns whether it did.
+    """
     if applies(spec, family, "grad_weight"):
         pspec = phase_spec(spec)
         xph = split_input(xp, spec)
@@ -191,6 +196,12 @@ def run_grad_weight(family, xp, grad_output, spec, out):
     elif isinstance(xp, ZeroPadded) and spec.stride == 1 and hasattr(
         family, "grad_weight_shifted"
     ):
+        if bias_out is not None and hasattr(family, "grad_weight_bias_shifted"):
+            family.grad_weight_bias_shifted(
+                xp.x, xp.pad_left, grad_output, spec.groups, spec.dilation, out,
+                bias_out,
+            )
+            return True
         family.grad_weight_shifted(
             xp.x, xp.pad_left, grad_output, spec.groups, spec.dilation, out
         )
@@ -199,3 +210,4 @@ def run_grad_weight(family, xp, grad_output, spec, out):
         family.grad_weight(
             xp, grad_output, spec.groups, spec.stride, spec.dilation, out
         )
+    return False

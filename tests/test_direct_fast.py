@@ -232,3 +232,34 @@ def test_nan_reaches_exactly_its_receptive_field(name):
     group_in = slice(C_in - C_in // groups, C_in)
     assert np.array_equal(np.isnan(gx[-1, group_in]), np.broadcast_to(field[t], gx[-1, group_in].shape))
     assert np.isfinite(gx[:-1]).all() and np.isfinite(gx[-1, : C_in - C_in // groups]).all()
+
+
+@pytest.mark.parametrize("family", ["direct", "tiled"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_bias_from_the_weight_pass_is_grad_bias(family, dtype):
+    # A depthwise layer with many groups: one weight-gradient chunk per group
+    # and one block per row, so both families take the bias sums from their
+    # weight-gradient pass.
+    case = (3, 40, 40, 500, 17, 1, (16, 0), 1, 40)
+    x, w, _, g = _arrays(case, dtype)
+    kw = dict(padding=(16, 0), groups=40)
+    with _dispatch.force(family):
+        grads = numconv.conv1d_backward(x, w, g, **kw)
+    np.testing.assert_array_equal(grads.bias, numconv.conv1d_grad_bias(g))
+    exact = g.astype(np.float64).sum(axis=(0, 2))
+    scale = np.abs(g).astype(np.float64).sum(axis=(0, 2))
+    assert np.all(np.abs(grads.bias - exact) <= 64 * np.finfo(dtype).eps * scale)
+
+
+def test_direct_fuses_the_bias_sums_only_in_row_order():
+    rng = np.random.default_rng(3)
+    for (N, C, groups, L), fused in (((3, 40, 40, 500), True), ((8, 4, 1, 300), False)):
+        x = rng.standard_normal((N, C, L))
+        g = rng.standard_normal((N, C, L - 2))
+        gw = np.empty((C, C // groups, 3))
+        gb = np.full(C, np.nan)
+        assert direct._weight_and_bias(x, 0, g, groups, 1, gw, gb) == fused
+        if fused:
+            np.testing.assert_array_equal(gb, numconv.conv1d_grad_bias(g))
+        else:
+            assert np.isnan(gb).all()

@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
-from numconv._kernels.common import strided_dot
+from numconv._kernels.common import blocked_sum, grad_bias, strided_dot
 
 # The polyphase rewrite pays off here: strided reads defeat vectorisation.
 POLYPHASE = ("forward", "grad_input", "grad_weight")
@@ -516,9 +516,11 @@ def _dot_taps(grow, src, K, width, dilation, part):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g, K,
-                 C_out_g, L_out, T, nblocks, units, chunks):
-    """One chunk of ``grad_weight_shifted``: its (sample, block) units, in order."""
+def _weight_item(item, x, xflat, shift, gflat, dilation, partials, bias_parts, C_out,
+                 C_in_g, K, C_out_g, L_out, T, nblocks, units, chunks):
+    """One chunk of ``_weight_and_bias``: its (sample, block) units, in order.
+    Sums each unit's output-gradient rows into bias_parts[item] too, unless
+    bias_parts has no rows."""
     M = C_in_g * K
     span = (K - 1) * dilation
     L = x.shape[2]
@@ -542,9 +544,14 @@ def _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g
                 base = (n * C_out + g * C_out_g + j) * L_out
                 _dot_taps(gflat[base + lo : base + hi], src, K, width, dilation,
                           part[j * M : (j + 1) * M])
+        if bias_parts.shape[0] > 0:
+            # The unit's rows are in cache now, after the dot products.
+            for j in range(C_out_g):
+                base = (n * C_out + g * C_out_g + j) * L_out
+                bias_parts[item, j] += blocked_sum(gflat[base + t0 : base + t1])
 
 
-@njit(**JIT_OPTIONS)
+@njit(**SERIAL_JIT_OPTIONS)
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     """Stride-1 weight gradient of x zero-padded by ``shift`` on the left.
 
@@ -555,6 +562,27 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     x : (N, C_in, L); grad_output : (N, C_out, L_out);
     out : (C_out, C_in/groups, K), fully overwritten.
     """
+    no_bias = np.empty(0, dtype=out.dtype)
+    _weight_and_bias(x, shift, grad_output, groups, dilation, out, no_bias)
+
+
+@njit(**SERIAL_JIT_OPTIONS)
+def grad_weight_bias_shifted(x, shift, grad_output, groups, dilation, out, bias_out):
+    """``grad_weight_shifted``, and the bias gradient (C_out,) into bias_out.
+
+    The bias gradient is bitwise ``numconv._kernels.common.grad_bias``'s. It
+    comes from the weight gradient's own reads of grad_output when one work
+    item per group holds whole rows, so that its sums run in that order;
+    otherwise it takes a pass of its own.
+    """
+    if not _weight_and_bias(x, shift, grad_output, groups, dilation, out, bias_out):
+        grad_bias(grad_output, bias_out)
+
+
+@njit(**JIT_OPTIONS)
+def _weight_and_bias(x, shift, grad_output, groups, dilation, out, bias_out):
+    """The weight gradient into out, and the bias gradient into bias_out
+    (unless empty) where it can be fused; returns whether it was."""
     C_out, C_in_g, K = out.shape
     N = grad_output.shape[0]
     L_out = grad_output.shape[2]
@@ -575,6 +603,13 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     pflat = partials.reshape(items * per_group)
     for i in range(items * per_group):
         pflat[i] = 0
+    # With one chunk per group and one block per row, each channel's bias sum
+    # runs over whole rows, samples in order, as in common.grad_bias.
+    fused = bias_out.shape[0] > 0 and chunks == 1 and nblocks == 1
+    bias_parts = np.empty((items if fused else 0, C_out_g), dtype=out.dtype)
+    for item in range(bias_parts.shape[0]):
+        for j in range(C_out_g):
+            bias_parts[item, j] = 0
     gflat = grad_output.reshape(N * C_out * L_out)
     xflat = x.reshape(x.size)
 
@@ -582,12 +617,12 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     # into chunks, and so the result, is the same either way.
     if N * C_out * L_out * max(M, 1) < SERIAL_WORK:
         for item in range(items):
-            _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g,
-                         K, C_out_g, L_out, T, nblocks, units, chunks)
+            _weight_item(item, x, xflat, shift, gflat, dilation, partials, bias_parts,
+                         C_out, C_in_g, K, C_out_g, L_out, T, nblocks, units, chunks)
     else:
         for item in prange(items):
-            _weight_item(item, x, xflat, shift, gflat, dilation, partials, C_out, C_in_g,
-                         K, C_out_g, L_out, T, nblocks, units, chunks)
+            _weight_item(item, x, xflat, shift, gflat, dilation, partials, bias_parts,
+                         C_out, C_in_g, K, C_out_g, L_out, T, nblocks, units, chunks)
 
     # Merge the chunks in chunk order, one (group, channel) row per iteration.
     outf = out.reshape(C_out, M)
@@ -599,6 +634,9 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
             for ch in range(chunks):
                 total += partials[g * chunks + ch, j * M + m]
             outf[r, m] = total
+        if fused:
+            bias_out[r] = bias_parts[g, j]
+    return fused
 
 
 @njit(**JIT_OPTIONS)

@@ -63,7 +63,7 @@ from numba.extending import intrinsic
 
 from numconv import _polyphase
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
-from numconv._kernels import direct, im2col
+from numconv._kernels import common, direct, im2col
 from numconv._kernels import gemm as shifted
 
 
@@ -745,12 +745,14 @@ def depthwise_kernel(x, shift, weight, bias, dilation, out):
 
 
 @njit(**JIT_OPTIONS)
-def depthwise_weight_kernel(x, shift, grad_output, dilation, out):
+def depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out):
     """out[c, 0, k] = sum_{n, t} grad_output[n, c, t] * xz[n, c, t + k*d - shift].
 
     The depthwise stride-1 weight gradient on ``dot_row``: one thread per
     channel, samples in order, so the result does not depend on the thread
     count. x : (N, C, L); grad_output : (N, C, L_out); out : (C, 1, K).
+    bias_out : (C,), the sums of grad_output over n and t (in the order of
+    ``numconv._kernels.common.grad_bias``), or empty for none.
     """
     N, C, L_out = grad_output.shape
     K = out.shape[2]
@@ -765,13 +767,19 @@ def depthwise_weight_kernel(x, shift, grad_output, dilation, out):
         taps = np.empty(Kp, dtype=np.int64)
         for p in range(Kp):
             taps[p] = min(p, K - 1) * dilation
+        bias_total = out.dtype.type(0)
         for n in range(N):
             direct._gather(x, n, c, 1, -shift, row_len, row)
             rows[0] = (n * C + c) * L_out
             for q in range(0, Kp, DW_TAPS):
                 dot_row(gflat, rows, 0, row, 0, taps, q, L_out, part, q, Kp)
+            if bias_out.shape[0] > 0:
+                # The row is in cache now, after the dot products.
+                bias_total += common.blocked_sum(gflat[rows[0] : rows[0] + L_out])
         for k in range(K):
             out[c, 0, k] = part[k]
+        if bias_out.shape[0] > 0:
+            bias_out[c] = bias_total
 
 
 def _depthwise(weight, groups):
@@ -969,10 +977,21 @@ def grad_weight(xp, grad_output, groups, stride, dilation, out):
         shifted.grad_weight(xp, grad_output, groups, stride, dilation, out)
 
 
+def grad_weight_bias_shifted(x, shift, grad_output, groups, dilation, out, bias_out):
+    """``grad_weight_shifted``, and the bias gradient (C_out,) into bias_out;
+    from the same reads of grad_output for a depthwise layer."""
+    if _depthwise(out, groups):
+        depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out)
+        return
+    grad_weight_shifted(x, shift, grad_output, groups, dilation, out)
+    common.grad_bias(grad_output, bias_out)
+
+
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     """Stride-1 weight gradient of x zero-padded by ``shift`` on the left."""
     if _depthwise(out, groups):
-        depthwise_weight_kernel(x, shift, grad_output, dilation, out)
+        no_bias = np.empty(0, dtype=out.dtype)
+        depthwise_weight_kernel(x, shift, grad_output, dilation, out, no_bias)
         return
     C_out, C_in_g, K = out.shape
     N, _, L_out = grad_output.shape
