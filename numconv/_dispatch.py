@@ -230,7 +230,8 @@ def _depthwise_family(spec, op):
 def _grad_weight_family(spec):
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
     phases = _polyphase.rewrites(spec) and spec.K // spec.stride >= PHASE_DOTS_MIN_K
-    if (spec.stride == 1 or phases) and c_out >= DOTS_MIN_ROWS and spec.L_out >= DOTS_MIN_LENGTH:
+    dots = c_out >= DOTS_MIN_ROWS and spec.L_out >= DOTS_MIN_LENGTH
+    if dots and (spec.stride == 1 or phases):
         return "tiled"
     depth = c_in * spec.K
     if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:

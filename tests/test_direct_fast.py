@@ -71,7 +71,7 @@ CASES = {
     "strided_not_polyphase": (2, 4, 4, 51, 3, 2, (1, 1), 2, 2),
     "many_out_channels": (1, 2, 130, 33, 3, 1, (1, 1), 1, 1),
     # Few output channels (taps outermost), more than one tile in either dtype.
-    "few_rows_tiles": (2, 3, 5, 2 * direct.FEW_ROWS_BYTES // 20 + 37, 6, 1, (3, 2), 1, 1),
+    "few_rows_tiles": (2, 3, 5, direct.FEW_ROWS_BYTES // 10 + 37, 6, 1, (3, 2), 1, 1),
     "few_rows_tap_blocks": (2, 7, 3, 300, 1, 1, (0, 0), 1, 1),
 }
 

@@ -190,7 +190,8 @@ def _accumulate_from(seg, wrow, src, K, width, dilation, first):
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
 def _few_rows_tile(L_out, rows, itemsize):
-    """Output positions per item when ``rows`` output segments share L1."""
+    """Output positions per item when ``rows`` output segments share
+    FEW_ROWS_BYTES."""
     tile = min(MAX_TILE, FEW_ROWS_BYTES // (rows * itemsize))
     if tile >= L_out:
         return max(L_out, 1)
@@ -225,7 +226,8 @@ def _accumulate_rows(outf, sample_base, L_out, lo, hi, bias, wflat, co_start,
                 w0, w1, w2, w3 = wrow[m], wrow[m + 1], wrow[m + 2], wrow[m + 3]
                 if first:
                     for t in range(T):
-                        seg[t] = bv + (w0 * x0[t] + w1 * x1[t] + w2 * x2[t] + w3 * x3[t])
+                        seg[t] = bv + (w0 * x0[t] + w1 * x1[t]
+                                       + w2 * x2[t] + w3 * x3[t])
                 else:
                     for t in range(T):
                         seg[t] += w0 * x0[t] + w1 * x1[t] + w2 * x2[t] + w3 * x3[t]

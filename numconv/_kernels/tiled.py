@@ -110,9 +110,9 @@ NARROW_VECTORS = VECTORS // 2
 
 # The weight gradient's dot products run on the phases of a strided layer:
 # wav2vec's first layer (5 phase rows over 512 channels and 2 taps), through
-# the public function, medians of 9 in three rounds, ms, gemm's strided kernel
-# (the direct family's phases) / dot products on the phases: float32 4.29-4.65
-# / 3.45-4.77, float64 8.64-9.18 / 6.16-6.39.
+# the public function, medians of 9 in three rounds, ms, the previous choice
+# (the direct family on the phases) / dot products on the phases: float32
+# 4.29-4.65 / 3.45-4.77, float64 8.64-9.18 / 6.16-6.39.
 POLYPHASE = ("grad_weight",)
 
 # Inner-dimension steps per pass over a column panel (see the module docstring).
@@ -125,8 +125,8 @@ def panel_width(dtype):
 
 
 class _Vectors:
-    """LLVM vectors of 256 bits over one float dtype, and what the emitters do
-    with them."""
+    """LLVM vectors of ``width`` bytes over one float dtype, and what the
+    emitters do with them."""
 
     def __init__(self, context, builder, dtype, width):
         self.builder = builder
@@ -398,7 +398,8 @@ def tile_product_rows_half(typingctx, a, a_off, b, b_off, offsets, offsets_off, 
                            init, init_off, c, c_off, ldc, accumulate):
     """``tile_product_rows`` for rows r < HALF_MR only."""
     return _tile_intrinsic(HALF_MR, VECTORS, True, a, a_off, b, b_off, offsets,
-                           offsets_off, depth, init, init_off, c, c_off, ldc, accumulate)
+                           offsets_off, depth, init, init_off, c, c_off, ldc,
+                           accumulate)
 
 
 # The stride-1 weight gradient's tile: DOT_ROWS output channels x DOT_TAPS taps,
