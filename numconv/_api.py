@@ -375,7 +375,7 @@ def conv_transpose1d(
     if C_w != C_in:
         raise ValueError(
             f"weight.shape[0] must equal the input channels C_in={C_in} of x "
-            f"(weight is {_W_LAYOUT[1:-1].replace('C_out', 'C_in', 1)}), got weight "
+            f"(weight is C_in, C_out/groups, K), got weight "
             f"shape {weight.shape}"
         )
     if C_in % groups:

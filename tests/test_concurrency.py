@@ -179,7 +179,12 @@ def run_child(mode, *args, env=None, timeout=900):
     assert proc.returncode == 0, (
         f"child {mode} exited with {proc.returncode}\n{proc.stderr[-3000:]}"
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    # The report is the child's last JSON line. Other lines can follow it: TBB
+    # writes its fork warning to stdout through C's buffered stdio, which a
+    # pipe flushes only at exit.
+    reports = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert reports, f"child {mode} printed no report:\n{proc.stdout[-3000:]}"
+    return json.loads(reports[-1])
 
 
 # -- tests --------------------------------------------------------------------------

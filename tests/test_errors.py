@@ -80,7 +80,7 @@ BAD = [
      lambda: numconv.conv_transpose1d(X, np.ones((4, 2, 3)), stride=2, output_padding=2),
      ValueError, ["output_padding", "stride"]),
     ("transpose_channels", lambda: numconv.conv_transpose1d(X, np.ones((3, 2, 3))),
-     ValueError, ["weight.shape[0]", "C_in=4"]),
+     ValueError, ["weight.shape[0]", "C_in=4", "C_in, C_out/groups, K"]),
     ("transpose_padding_string",
      lambda: numconv.conv_transpose1d(X, np.ones((4, 2, 3)), padding="same"),
      ValueError, ["padding", "'same'"]),
