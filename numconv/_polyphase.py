@@ -184,8 +184,9 @@ def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
     """Fill out (C_out, C_in/groups, K) with the weight gradient.
 
     Given ``bias_out`` (C_out,), also fills it with the bias gradient when the
-    family's kernel can take it from the same reads of grad_output (its
-    optional ``grad_weight_bias_shifted``); returns whether it did.
+    family has the optional stride-1 kernel ``grad_weight_bias_shifted`` for
+    this spec (which takes the sums from its weight pass where it can, else
+    from a pass of its own); returns whether it filled bias_out.
     """
     if applies(spec, family, "grad_weight"):
         pspec = phase_spec(spec)
