@@ -176,6 +176,14 @@ class _Vectors:
                                 ir.Constant(ir.VectorType(_I32, self.lanes),
                                             [0] * self.lanes))
 
+    def splat_int(self, value, vector_type):
+        """The integer ``value`` in every lane of ``vector_type``."""
+        b = self.builder
+        one = b.insert_element(ir.Constant(vector_type, ir.Undefined), value, _const32(0))
+        return b.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
+                                ir.Constant(ir.VectorType(_I32, self.lanes),
+                                            [0] * self.lanes))
+
     def fma(self, a, b, c):
         """a * b + c, rounded once."""
         return self.builder.call(self._fma, [a, b, c])
@@ -424,6 +432,89 @@ def prefetch(typingctx, a, offset):
     return sig, codegen
 
 
+
+@intrinsic
+def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
+    """dst[dst_off + j] = x[x_off + j*stride] for lo <= j < hi, and 0 for the
+    other j < NR.
+
+    One row of a packed column panel: masked vector loads at stride 1 and 2
+    (two vectors, their even lanes kept), a masked gather at others. Nothing outside [lo, hi) is read, so x_off may
+    lie before the start of x. Offsets in elements from the start of each
+    C-contiguous array; no bounds are checked.
+    """
+    sig = types.void(x, x_off, stride, lo, hi, dst, dst_off)
+
+    def codegen(context, builder, signature, args):
+        x_, x_off_, s_, lo_, hi_, d_, d_off_ = args
+        x_type, d_type = signature.args[0], signature.args[5]
+        V = _Vectors(context, builder, x_type.dtype, VECTOR_BYTES)
+        lanes = ir.VectorType(_I64, V.lanes)
+        X = builder.gep(context.make_array(x_type)(context, builder, x_).data, [x_off_])
+        D = _start(context, builder, d_type, d_, d_off_)
+        pointers = ir.VectorType(V.elem.as_pointer(), V.lanes)
+        gather = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(V.type, [pointers, _I32,
+                                     ir.VectorType(ir.IntType(1), V.lanes), V.type]),
+            "llvm.masked.gather.v%d%s.v%dp0" % (V.lanes, "f32" if V.align == 4 else "f64",
+                                                V.lanes))
+        def masked(first, low, high):
+            """The vector at element ``first`` of x's row, lanes i with
+            low <= i < high only."""
+            i = ir.Constant(lanes, list(range(V.lanes)))
+            mask = builder.and_(builder.icmp_signed(">=", i, V.splat_int(low, lanes)),
+                                builder.icmp_signed("<", i, V.splat_int(high, lanes)))
+            return builder.call(V._masked_load, [V._cast(builder.gep(X, [first])),
+                                                 _const32(V.align), mask, V.zero])
+
+        def contiguous(v):
+            base = v * V.lanes
+            return masked(_const(base), builder.sub(lo_, _const(base)),
+                          builder.sub(hi_, _const(base)))
+
+        def pairs(v):
+            # Columns c = base + i read elements 2c of the row: two vectors of
+            # consecutive elements, the even lanes kept. Element e is read
+            # when 2*lo <= e <= 2*(hi - 1).
+            base = 2 * v * V.lanes
+            low = builder.sub(builder.mul(lo_, _const(2)), _const(base))
+            high = builder.sub(builder.mul(hi_, _const(2)), _const(base + 1))
+            first = masked(_const(base), low, high)
+            second = masked(_const(base + V.lanes), builder.sub(low, _const(V.lanes)),
+                            builder.sub(high, _const(V.lanes)))
+            evens = ir.Constant(ir.VectorType(_I32, V.lanes),
+                                list(range(0, 2 * V.lanes, 2)))
+            return builder.shuffle_vector(first, second, evens)
+
+        def gathered(v):
+            j = ir.Constant(lanes, [v * V.lanes + i for i in range(V.lanes)])
+            mask = builder.and_(builder.icmp_signed(">=", j, V.splat_int(lo_, lanes)),
+                                builder.icmp_signed("<", j, V.splat_int(hi_, lanes)))
+            where = ir.Constant(pointers, ir.Undefined)
+            for i in range(V.lanes):
+                lane = builder.gep(X, [builder.mul(s_, _const(v * V.lanes + i))])
+                where = builder.insert_element(where, lane, _const32(i))
+            return builder.call(gather, [where, _const32(V.align), mask, V.zero])
+
+        def emit(load):
+            for v in range(VECTORS):
+                V.store(load(v), builder.gep(D, [_const(v * V.lanes)]))
+
+        with builder.if_else(builder.icmp_signed("==", s_, _const(1))) as (one, other):
+            with one:
+                emit(contiguous)
+            with other:
+                with builder.if_else(builder.icmp_signed("==", s_, _const(2))) as (two, more):
+                    with two:
+                        emit(pairs)
+                    with more:
+                        emit(gathered)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # A panel's input rows are prefetched this many panels before their turn: the
 # hardware prefetchers do not follow C_in/g rows read a few cache lines at a
 # time, and without the hint every panel waits for its rows. resnet1d-like
@@ -612,17 +703,23 @@ def pack_weight(weight, groups):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def pack_panel(x, n, c0, C_in_g, K, first, m, stride, dilation, shift, dst):
-    """dst[ci*K + k, c] = xz[n, c0 + ci, (first + c)*s + k*d - shift], c < NR.
+def pack_panel(x, n, c0, C_in_g, K, first, m, stride, dilation, shift, dst, dst_off):
+    """dst[dst_off + (ci*K + k)*NR + c] = xz[n, c0 + ci, (first + c)*s + k*d - shift]
 
-    Zero where that position lies outside x or first + c >= m (the block's end,
-    in the same coordinates as first). x : (N, C_in, L); dst : (C_in_g*K, NR).
+    for c < NR: zero where that position lies outside x or first + c >= m
+    (the block's end, in the same coordinates as first). x : (N, C_in, L).
     """
-    nr = dst.shape[1]
+    L = x.shape[2]
+    nr = VECTORS * VECTOR_BYTES // x.itemsize
     width = min(nr, m - first)
-    im2col.fill_cols(x, n, c0, C_in_g, K, first, width, stride, dilation, shift, dst)
-    if width < nr:
-        dst[:, width:] = 0
+    for ci in range(C_in_g):
+        row = (n * x.shape[1] + c0 + ci) * L
+        for k in range(K):
+            u0 = first * stride + k * dilation - shift
+            # Columns [lo, hi) read x: 0 <= u0 + c*s < L.
+            lo = max(0, -(u0 // stride))
+            hi = max(lo, min(width, (L - u0 + stride - 1) // stride))
+            load_row(x, row + u0, stride, lo, hi, dst, dst_off + (ci * K + k) * nr)
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
@@ -700,8 +797,8 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
             for j in range(panels):
                 if j < lo or j >= hi:
                     pack_panel(x, n, g * C_in_g, C_in_g, K, t0 + j * nr, t0 + m,
-                               stride, dilation, shift,
-                               bp[j if j < lo else j - (hi - lo)])
+                               stride, dilation, shift, bp,
+                               (j if j < lo else j - (hi - lo)) * depth * nr)
             x_off = (n * C_in + g * C_in_g) * L + t0 - shift
             for p0 in range(0, depth, DEPTH_CHUNK):
                 steps = min(DEPTH_CHUNK, depth - p0)
