@@ -362,14 +362,16 @@ def weight_block(N, L_out):
     return max(1, min(block, L_out))
 
 
-def weight_chunks(N, C_out, L_out, weight_size, block):
+def weight_chunks(N, C_out, L_out, weight_size, block, units=None):
     """How many partial sums the weight gradient keeps: a function of the shape only.
 
-    At most ``MAX_CHUNKS``, at most the number of (sample, block) units, and
-    small enough that the buffers take no more memory than the forward output.
-    Powers of two keep 1, 2, 4 or 8 threads evenly loaded.
+    At most ``MAX_CHUNKS``, at most the number of work units (by default one
+    per sample and block of positions), and small enough that the buffers
+    take no more memory than the forward output. Powers of two keep 1, 2, 4
+    or 8 threads evenly loaded.
     """
-    units = N * (-(-L_out // block))
+    if units is None:
+        units = N * (-(-L_out // block))
     budget = max(1, (N * C_out * L_out) // max(weight_size, 1))
     chunks = 1
     while chunks * 2 <= min(MAX_CHUNKS, units, budget):

@@ -228,7 +228,8 @@ def _counted_loop(builder, count, starts, body, name):
     """The values after ``for i in range(count): values = body(i, values)``.
 
     ``starts`` are the values before the loop, and what comes back when
-    count <= 0. ``body`` must not leave the block it starts in.
+    count <= 0. ``body`` may add blocks of its own (inner loops, branches);
+    the block it ends in closes the loop.
     """
     entry = builder.block
     loop = builder.append_basic_block(name + ".loop")
@@ -244,14 +245,15 @@ def _counted_loop(builder, count, starts, body, name):
         phi.add_incoming(start, entry)
         values.append(phi)
     updated = body(i, values)
+    latch = builder.block
     following = builder.add(i, _const(1))
-    i.add_incoming(following, loop)
+    i.add_incoming(following, latch)
     for phi, value in zip(values, updated):
-        phi.add_incoming(value, loop)
+        phi.add_incoming(value, latch)
     builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
 
     builder.position_at_end(done)
-    return _merge(builder, [(starts, entry), (updated, loop)])
+    return _merge(builder, [(starts, entry), (updated, latch)])
 
 
 def _merge(builder, incoming):
@@ -556,7 +558,7 @@ DOT_VECTOR_BYTES = 32
 
 
 def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off, x,
-               x_off, taps, taps_off, length, part, part_off, ldp):
+               x_off, taps, taps_off, length, count, g_step, x_step, part, part_off, ldp):
     """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps), on
     vectors of ``width`` bytes (see ``dot_tile``)."""
     n_rows, n_taps = shape
@@ -566,37 +568,43 @@ def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off,
     P = _start(context, builder, arg_types["part"], part, part_off)
     R = _start(context, builder, arg_types["g_rows"], g_rows, g_rows_off)
     T = _start(context, builder, arg_types["taps"], taps, taps_off)
-    rows = [builder.gep(G, [builder.load(builder.gep(R, [_const(r)]))])
-            for r in range(n_rows)]
-    cols = [builder.gep(X, [builder.load(builder.gep(T, [_const(q)]))])
-            for q in range(n_taps)]
-
-    def tile_step(load, accs):
-        xs = [load(c) for c in cols]
-        updated = []
-        for r in range(n_rows):
-            gv = load(rows[r])
-            for q in range(n_taps):
-                updated.append(V.fma(gv, xs[q], accs[r * n_taps + q]))
-        return updated
-
-    def step(i, accs):
-        t = builder.mul(i, _const(V.lanes))
-        return tile_step(lambda base: V.load(builder.gep(base, [t])), accs)
-
+    row_starts = [builder.load(builder.gep(R, [_const(r)])) for r in range(n_rows)]
+    tap_starts = [builder.load(builder.gep(T, [_const(q)])) for q in range(n_taps)]
     steps = builder.sdiv(length, _const(V.lanes))
-    looped = _counted_loop(builder, steps, [V.zero] * (n_rows * n_taps), step, "dots")
-
-    # The last length % V positions: one step of masked loads.
     tail = builder.mul(steps, _const(V.lanes))
     rest = builder.sub(length, tail)
-    before = builder.block
-    with builder.if_then(builder.icmp_signed(">", rest, _const(0))):
-        finished = tile_step(
-            lambda base: V.load_first(builder.gep(base, [tail]), rest), looped
-        )
-        tail_block = builder.block
-    totals = _merge(builder, [(looped, before), (finished, tail_block)])
+
+    def sample(s, accs):
+        rows = [builder.gep(G, [builder.add(start, builder.mul(s, g_step))])
+                for start in row_starts]
+        cols = [builder.gep(X, [builder.add(start, builder.mul(s, x_step))])
+                for start in tap_starts]
+
+        def tile_step(load, accs):
+            xs = [load(c) for c in cols]
+            updated = []
+            for r in range(n_rows):
+                gv = load(rows[r])
+                for q in range(n_taps):
+                    updated.append(V.fma(gv, xs[q], accs[r * n_taps + q]))
+            return updated
+
+        def step(i, accs):
+            t = builder.mul(i, _const(V.lanes))
+            return tile_step(lambda base: V.load(builder.gep(base, [t])), accs)
+
+        looped = _counted_loop(builder, steps, accs, step, "dots")
+        # The last length % V positions: one step of masked loads.
+        before = builder.block
+        with builder.if_then(builder.icmp_signed(">", rest, _const(0))):
+            finished = tile_step(
+                lambda base: V.load_first(builder.gep(base, [tail]), rest), looped
+            )
+            tail_block = builder.block
+        return _merge(builder, [(looped, before), (finished, tail_block)])
+
+    totals = _counted_loop(builder, count, [V.zero] * (n_rows * n_taps), sample,
+                           "samples")
     for i, total in enumerate(totals):
         r, q = divmod(i, n_taps)
         slot = builder.gep(P, [builder.add(builder.mul(ldp, _const(r)), _const(q))])
@@ -604,25 +612,29 @@ def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off,
 
 
 @intrinsic
-def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
-             part_off, ldp):
-    """part[part_off + r*ldp + q] += sum_{t < length} g[rows[r] + t] * x[x_off + taps[q] + t]
+def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, count,
+             g_step, x_step, part, part_off, ldp):
+    """part[part_off + r*ldp + q] += sum_{s < count} sum_{t < length}
+    g[rows[r] + s*g_step + t] * x[x_off + taps[q] + s*x_step + t]
 
     for r < DOT_ROWS and q < DOT_TAPS, with rows[r] = g_rows[g_rows_off + r] and
-    taps[q] = taps[taps_off + q]. Each sum runs in the V lanes of a vector (8
-    float32 or 4 float64; the last length % V positions by masked loads) and
-    is then added over the lanes in a fixed tree. All arrays 1D and
-    C-contiguous; no bounds are checked.
+    taps[q] = taps[taps_off + q]: ``count`` rows of ``length`` positions, one
+    per sample. Each sum runs in the V lanes of a vector (8 float32 or 4
+    float64; the last length % V positions of a row by masked loads) and is
+    then added over the lanes in a fixed tree. All arrays 1D and C-contiguous;
+    no bounds are checked.
     """
-    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), DOT_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off, taps,
-                           taps_off, length, part, part_off, ldp)
+    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), DOT_VECTOR_BYTES, g, g_rows, g_rows_off,
+                           x, x_off, taps, taps_off, length, count, g_step, x_step, part,
+                           part_off, ldp)
 
 
 def _dots_intrinsic(shape, width, *arg_types):
     sig = types.void(*arg_types)
 
     def codegen(context, builder, signature, args):
-        names = ("g", "g_rows", None, "x", None, "taps", None, None, "part")
+        names = ("g", "g_rows", None, "x", None, "taps", None, None, None, None, None,
+                 "part")
         types_by_name = {n: t for n, t in zip(names, signature.args) if n}
         _emit_dots(context, builder, types_by_name, shape, width, *args)
         return context.get_dummy_value()
@@ -647,11 +659,12 @@ DW_VECTOR_BYTES = 64 if AVX512 else 32
 
 
 @intrinsic
-def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, part,
-            part_off, ldp):
+def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, count,
+            g_step, x_step, part, part_off, ldp):
     """``dot_tile`` for one row and DW_TAPS taps."""
-    return _dots_intrinsic((1, DW_TAPS), DW_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off, taps,
-                           taps_off, length, part, part_off, ldp)
+    return _dots_intrinsic((1, DW_TAPS), DW_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off,
+                           taps, taps_off, length, count, g_step, x_step, part, part_off,
+                           ldp)
 
 
 @intrinsic
@@ -926,7 +939,7 @@ def depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out):
             direct._gather(x, n, c, 1, -shift, row_len, row)
             rows[0] = (n * C + c) * L_out
             for q in range(0, Kp, DW_TAPS):
-                dot_row(gflat, rows, 0, row, 0, taps, q, L_out, part, q, Kp)
+                dot_row(gflat, rows, 0, row, 0, taps, q, L_out, 1, 0, 0, part, q, Kp)
             if bias_out.shape[0] > 0:
                 # The row is in cache now, after the dot products.
                 bias_total += common.blocked_sum(gflat[rows[0] : rows[0] + L_out])
@@ -1026,14 +1039,15 @@ def grad_input(grad_output, weight, groups, stride, dilation, out):
 
 
 @njit(**JIT_OPTIONS)
-def dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial):
+def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial):
     """partial[g*chunks + c, r*Mp + p] = chunk c's share of gW[g*C_out_g + r].ravel()[p].
 
     Stride-1 weight gradient of x zero-padded by ``shift`` on the left, on
     ``dot_tile``. partial : (groups * chunks, Rp * Mp), C_out/g rounded up to
     Rp, a multiple of DOT_ROWS, and C_in/g * K rounded up to Mp, a multiple of
-    DOT_TAPS; fully overwritten. The (sample, block of T positions) units are
-    cut into ``chunks`` runs, each summed in order by one thread.
+    DOT_TAPS; fully overwritten. A unit is a block of T positions of S
+    consecutive samples (S > 1 only when T covers the whole row); the units
+    are cut into ``chunks`` runs, each summed in order by one thread.
     """
     N, C_out, L_out = grad_output.shape
     C_in, L = x.shape[1], x.shape[2]
@@ -1045,7 +1059,7 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial):
     Mp = size // Rp
     span = (K - 1) * dilation
     nblocks = -(-L_out // T)
-    units = N * nblocks
+    units = -(-N // S) * nblocks
     xflat = x.reshape(x.size)
     gflat = grad_output.reshape(grad_output.size)
     for item in prange(items):
@@ -1053,38 +1067,43 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial):
         c = item - g * chunks
         part = partial[item]
         part[:] = 0
-        scratch = np.empty(C_in_g * (T + span), dtype=x.dtype)
+        scratch = np.empty(S * C_in_g * (T + span), dtype=x.dtype)
         rows = np.empty(Rp, dtype=np.int64)
         taps = np.empty(Mp, dtype=np.int64)
         for u in range(c * units // chunks, (c + 1) * units // chunks):
-            n = u // nblocks
-            t0 = (u - n * nblocks) * T
+            n0 = (u // nblocks) * S
+            count = min(S, N - n0)
+            t0 = (u % nblocks) * T
             t1 = min(t0 + T, L_out)
             tl, tr = direct._interior(t0, t1, shift, span, L)
             # The rows of group g that positions [t0, t1) read: in place when
             # they lie inside x, else copied into scratch with zeros where x
-            # ends.
+            # ends, sample after sample.
             if tl == t0 and tr == t1:
                 src = xflat
-                src_off = (n * C_in + g * C_in_g) * L + t0 - shift
+                src_off = (n0 * C_in + g * C_in_g) * L + t0 - shift
                 width = L
+                x_step = C_in * L
             else:
                 width = t1 - t0 + span
-                direct._gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, scratch)
+                x_step = C_in_g * width
+                for s in range(count):
+                    direct._gather(x, n0 + s, g * C_in_g, C_in_g, t0 - shift, width,
+                                   scratch[s * x_step:])
                 src = scratch
                 src_off = 0
             # Padding rows and taps repeat the last real one; their sums land
             # in slots the merge never reads.
             for r in range(Rp):
-                rows[r] = (n * C_out + g * C_out_g + min(r, C_out_g - 1)) * L_out + t0
+                rows[r] = (n0 * C_out + g * C_out_g + min(r, C_out_g - 1)) * L_out + t0
             for p in range(Mp):
                 real = min(p, M - 1)
                 ci = real // K
                 taps[p] = ci * width + (real - ci * K) * dilation
             for i in range(0, Rp, DOT_ROWS):
                 for q in range(0, Mp, DOT_TAPS):
-                    dot_tile(gflat, rows, i, src, src_off, taps, q, t1 - t0, part,
-                             i * Mp + q, Mp)
+                    dot_tile(gflat, rows, i, src, src_off, taps, q, t1 - t0, count,
+                             C_out * L_out, x_step, part, i * Mp + q, Mp)
 
 
 @njit(**JIT_OPTIONS)
@@ -1111,11 +1130,18 @@ def merge_dots(partial, groups, chunks, out):
 DOT_BYTES = 256 * 1024
 
 
-def dots_block(C_in_g, C_out_g, L_out, itemsize):
-    """Positions per weight-gradient unit: a multiple of 64 from 256 to 4096."""
+def dots_block(N, C_in_g, C_out_g, L_out, itemsize):
+    """(T, S): positions and samples per weight-gradient unit.
+
+    T is a multiple of 64 from 256 to 4096, or the whole row. Rows shorter
+    than the budget are taken several samples at a time (S of them), so that
+    each tile's sums run long before their lanes are added up.
+    """
     fit = DOT_BYTES // ((C_in_g + C_out_g) * itemsize)
     block = min(4096, max(256, fit - fit % 64))
-    return max(1, min(block, L_out))
+    if block < L_out:
+        return block, 1
+    return max(L_out, 1), max(1, min(N, block // max(L_out, 1)))
 
 
 def grad_weight(xp, grad_output, groups, stride, dilation, out):
@@ -1152,8 +1178,9 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     C_out_g = C_out // groups
     Rp = -(-C_out_g // DOT_ROWS) * DOT_ROWS
     Mp = -(-(C_in_g * K) // DOT_TAPS) * DOT_TAPS
-    T = dots_block(C_in_g, C_out_g, L_out, out.itemsize)
-    chunks = shifted.weight_chunks(N, C_out, L_out, groups * Rp * Mp, T)
+    T, S = dots_block(N, C_in_g, C_out_g, L_out, out.itemsize)
+    chunks = shifted.weight_chunks(N, C_out, L_out, groups * Rp * Mp, T,
+                                   units=-(-N // S) * -(-L_out // T))
     partial = np.empty((groups * chunks, Rp * Mp), dtype=out.dtype)
-    dots_kernel(x, shift, grad_output, groups, K, dilation, T, chunks, partial)
+    dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial)
     merge_dots(partial, groups, chunks, out)
