@@ -1127,7 +1127,7 @@ def merge_dots(partial, groups, chunks, out):
 
 # Bytes of output-gradient and input rows that one weight-gradient unit keeps
 # in L2 while every tile passes over them.
-DOT_BYTES = 256 * 1024
+DOT_BYTES = 512 * 1024
 
 
 def dots_block(N, C_in_g, C_out_g, L_out, itemsize):
