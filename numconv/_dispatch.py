@@ -127,6 +127,18 @@ IM2COL_MAX_DEPTH = 256
 # wide forward 37.4 / 36.3, input gradient 39.0 / 38.6.
 TILED_MIN_ROWS = 8
 TILED_MIN_DEPTH = 16
+
+# Shallow float32 products (depth below TILED_MIN_DEPTH) go to the tiled
+# family too once their output is large, since a block whose panels fit in L1
+# runs one row tile at a time along them (Zen 4, through the public
+# functions, medians of 9 in three rounds, ms, direct / tiled; (N, C_in,
+# C_out, L, K)): forward (8, 4, 64, 4096, 3) 0.65-0.69 / 0.43-0.46,
+# (8, 4, 128, 4096, 3) 1.60-1.68 / 0.92-0.97, (8, 1, 64, 4096, 7) 0.39-0.42 /
+# 0.31-0.32, w2v_first (stride 5) 4.9-5.0 / 4.1-4.3; input gradient
+# (8, 64, 4, 4096, 3) 0.62-0.66 / 0.43-0.46. In float64 it was mixed
+# ((8, 4, 64, 4096, 3) forward 1.22-1.32 / 1.65-1.73), so those stay direct,
+# as do small calls (the tiny layer: 9 / 55 us).
+TILED_SHALLOW_MIN_OUTPUT = 2**16
 BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 
 # The tiled family's stride-1 weight gradient (dot products along the
@@ -187,10 +199,14 @@ DW_MIN_ROWS = 4
 DW_WEIGHT_MIN_K = 15
 
 
-def _tiled_or_direct(rows, depth, inner):
-    """Family for a stride-1 product of ``rows`` output rows and ``depth`` steps."""
-    if rows < TILED_MIN_ROWS or depth < TILED_MIN_DEPTH:
+def _tiled_or_direct(spec, rows, depth, inner):
+    """Family for a product of ``rows`` output rows and ``depth`` steps."""
+    if rows < TILED_MIN_ROWS:
         return "direct"
+    if depth < TILED_MIN_DEPTH:
+        shallow = (spec.dtype == np.float32
+                   and spec.N * rows * spec.L_out >= TILED_SHALLOW_MIN_OUTPUT)
+        return "tiled" if shallow else "direct"
     if min(rows, inner) >= BLAS_WIDE:
         return "gemm"
     return "tiled"
@@ -209,9 +225,9 @@ def choose(spec, op):
     if spec.stride == 1 and c_in == 1 and c_out == 1:
         name = _depthwise_family(spec, op)
     elif op == "forward":
-        name = _tiled_or_direct(c_out, c_in * K, c_in)
+        name = _tiled_or_direct(spec, c_out, c_in * K, c_in)
     elif op == "grad_input" and spec.stride == 1:
-        name = _tiled_or_direct(c_in, c_out * K, c_out)
+        name = _tiled_or_direct(spec, c_in, c_out * K, c_out)
     elif op == "grad_input":
         name = "gemm" if min(c_in, c_out) >= BLAS_MIN_CHANNELS else "direct"
     else:

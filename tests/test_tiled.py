@@ -113,7 +113,8 @@ def test_gradients_stay_inside_their_arrays(layer):
 
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
 # depths past one DEPTH_CHUNK, long rows of many blocks (with row lengths that
-# leave a partial vector), a kernel wider than the input, depthwise rows of
+# leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
+# (gathered), a kernel wider than the input, depthwise rows of
 # several tiles.
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
@@ -121,6 +122,7 @@ EDGE_LAYERS = {
     "long_rows": (1, 1, 3, 8, 5, 1, 1, 2, 2, 5003, np.float32, 3),
     "long_rows_f64": (2, 2, 5, 9, 3, 3, 1, 6, 0, 4099, np.float64, 6),
     "long_rows_strided": (2, 1, 2, 9, 4, 1, 3, 1, 0, 3001, np.float64, 4),
+    "strided_pairs": (2, 1, 3, 9, 4, 1, 2, 2, 1, 301, np.float32, 10),
     "kernel_past_input": (2, 1, 4, 6, 9, 2, 1, 10, 9, 3, np.float32, 5),
     "depthwise_long": (2, 5, 1, 1, 31, 1, 1, 15, 15, 1000, np.float32, 7),
     "depthwise_dilated_f64": (1, 4, 1, 1, 4, 3, 1, 9, 0, 301, np.float64, 8),

@@ -526,6 +526,7 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
 # traffic at all) 4.2-4.3. Prefetching the output's lines did not help.
 PREFETCH_PANELS = 2
 LINE_BYTES = 64
+ROWS_OUTER_BYTES = 32 * 1024
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
@@ -816,58 +817,68 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
             for p0 in range(0, depth, DEPTH_CHUNK):
                 steps = min(DEPTH_CHUNK, depth - p0)
                 later = p0 > 0
-                for j in range(panels):
-                    if not later:
+                # A block whose panels of this chunk fit in L1 together is
+                # walked one row tile at a time along all its panels, so that
+                # each output row is written in order; others one panel at a
+                # time through all the row tiles, so that the panel stays in L1.
+                rows_outer = panels * steps * nr * out.itemsize <= ROWS_OUTER_BYTES
+                for w in range(panels * row_tiles):
+                    if rows_outer:
+                        i = w // panels
+                        j = w - i * panels
+                    else:
+                        j = w // row_tiles
+                        i = w - j * row_tiles
+                    if not later and i == 0:
                         # The positions panel j + PREFETCH_PANELS reads first:
                         # those past its last tap's reach are already asked for.
                         ahead = (t0 + (j + PREFETCH_PANELS) * nr) * stride
                         prefetch_rows(x, n * C_in + g * C_in_g, C_in_g,
                                       ahead + (K - 1) * dilation - shift, nr * stride)
-                    for i in range(row_tiles):
-                        a_off = ((g * row_tiles + i) * depth + p0) * MR
-                        b_row = g * row_tiles * MR + i * MR
-                        # The last tile runs at half height when its real
-                        # rows fit in half.
-                        half = C_out_g - i * MR <= HALF_MR
-                        height = HALF_MR if half else MR
-                        if i * MR + height <= C_out_g and (j + 1) * nr <= m:
-                            c = out
-                            c_off = ((n * C_out + g * C_out_g + i * MR) * L_out
-                                     + t0 + j * nr)
-                            c_ld = L_out
+                    a_off = ((g * row_tiles + i) * depth + p0) * MR
+                    b_row = g * row_tiles * MR + i * MR
+                    # The last tile runs at half height when its real
+                    # rows fit in half.
+                    half = C_out_g - i * MR <= HALF_MR
+                    height = HALF_MR if half else MR
+                    if i * MR + height <= C_out_g and (j + 1) * nr <= m:
+                        c = out
+                        c_off = ((n * C_out + g * C_out_g + i * MR) * L_out
+                                 + t0 + j * nr)
+                        c_ld = L_out
+                    else:
+                        c = acc
+                        c_off = i * MR * ldc + j * nr
+                        c_ld = ldc
+                    if lo <= j < hi:
+                        if half:
+                            tile_product_rows_half(
+                                ap, a_off, x, x_off + j * nr, rows, p0, steps,
+                                bias_rows, b_row, c, c_off, c_ld, later)
                         else:
-                            c = acc
-                            c_off = i * MR * ldc + j * nr
-                            c_ld = ldc
-                        if lo <= j < hi:
-                            if half:
-                                tile_product_rows_half(
-                                    ap, a_off, x, x_off + j * nr, rows, p0, steps,
-                                    bias_rows, b_row, c, c_off, c_ld, later)
-                            else:
-                                tile_product_rows(
-                                    ap, a_off, x, x_off + j * nr, rows, p0, steps,
-                                    bias_rows, b_row, c, c_off, c_ld, later)
+                            tile_product_rows(
+                                ap, a_off, x, x_off + j * nr, rows, p0, steps,
+                                bias_rows, b_row, c, c_off, c_ld, later)
+                    else:
+                        b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
+                        # A last panel of at most half its columns, which
+                        # is never interior, takes the narrow tiles.
+                        narrow = m - j * nr <= narrow_cols
+                        if half and narrow:
+                            tile_product_half_narrow(ap, a_off, bp, b_off, steps,
+                                                     bias_rows, b_row, c, c_off,
+                                                     c_ld, later)
+                        elif half:
+                            tile_product_half(ap, a_off, bp, b_off, steps,
+                                              bias_rows, b_row, c, c_off, c_ld,
+                                              later)
+                        elif narrow:
+                            tile_product_narrow(ap, a_off, bp, b_off, steps,
+                                                bias_rows, b_row, c, c_off, c_ld,
+                                                later)
                         else:
-                            b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
-                            # A last panel of at most half its columns, which
-                            # is never interior, takes the narrow tiles.
-                            narrow = m - j * nr <= narrow_cols
-                            if half and narrow:
-                                tile_product_half_narrow(ap, a_off, bp, b_off, steps,
-                                                         bias_rows, b_row, c, c_off,
-                                                         c_ld, later)
-                            elif half:
-                                tile_product_half(ap, a_off, bp, b_off, steps,
-                                                  bias_rows, b_row, c, c_off, c_ld,
-                                                  later)
-                            elif narrow:
-                                tile_product_narrow(ap, a_off, bp, b_off, steps,
-                                                    bias_rows, b_row, c, c_off, c_ld,
-                                                    later)
-                            else:
-                                tile_product(ap, a_off, bp, b_off, steps, bias_rows,
-                                             b_row, c, c_off, c_ld, later)
+                            tile_product(ap, a_off, bp, b_off, steps, bias_rows,
+                                         b_row, c, c_off, c_ld, later)
             copy_edges(acc[0], n, g * C_out_g, C_out_g, t0, m, out)
 
 
