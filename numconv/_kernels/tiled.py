@@ -30,7 +30,9 @@ written straight into the output; the partial ones at the block's edges go to
 a scratch block that is copied out after, so the micro-kernel never writes
 past a row or a block. At stride 1 a panel whose windows lie inside the input
 needs no packing: step p reads the input row where it lies
-(``tile_product_rows``); only the panels at the borders are packed.
+(``tile_product_rows``), its rows prefetched a few panels ahead; only the
+panels at the borders are packed, by masked vector loads (``load_row``), as
+are all panels at stride > 1.
 
 The input gradient at stride 1 is a forward correlation of the output
 gradient with the flipped, transposed weight (as in
@@ -43,9 +45,10 @@ its operands would move as much data as the products themselves (both have t
 as their fast index). ``dot_tile`` instead keeps DOT_ROWS x DOT_TAPS sums, each
 a vector of partial sums along t, and reads the output-gradient rows and the
 input windows where they lie: interior blocks in place, blocks at the borders
-from a zero-padded copy of their rows. A strided layer with a polyphase form
-(see ``numconv._polyphase``) runs it on the phases; at other strides it is
-``numconv._kernels.gemm``'s.
+from a zero-padded copy of their rows. Short rows are taken several samples
+per tile, so that the sums run long before their lanes are added up. A
+strided layer with a polyphase form (see ``numconv._polyphase``) runs it on
+the phases; at other strides it is ``numconv._kernels.gemm``'s.
 
 Depthwise layers (one input and one output channel per group) have no
 product to tile across channels. Their stride-1 forward pass (and so their
@@ -117,6 +120,13 @@ POLYPHASE = ("grad_weight",)
 
 # Inner-dimension steps per pass over a column panel (see the module docstring).
 DEPTH_CHUNK = 256
+# A block whose panels of one depth chunk take at most this many bytes in all
+# is walked one row tile at a time along its panels, so that each output row
+# is written in order; other blocks one panel at a time through every row
+# tile, so that the panel stays in L1. wav2vec's first layer forward (512
+# rows, depth 10, stride 5; float32, 2 threads, medians of 9, ms): panel at a
+# time 6.3, row tile at a time 4.1.
+ROWS_OUTER_BYTES = 32 * 1024
 
 
 def panel_width(dtype):
@@ -179,7 +189,8 @@ class _Vectors:
     def splat_int(self, value, vector_type):
         """The integer ``value`` in every lane of ``vector_type``."""
         b = self.builder
-        one = b.insert_element(ir.Constant(vector_type, ir.Undefined), value, _const32(0))
+        one = b.insert_element(ir.Constant(vector_type, ir.Undefined), value,
+                               _const32(0))
         return b.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
                                 ir.Constant(ir.VectorType(_I32, self.lanes),
                                             [0] * self.lanes))
@@ -412,7 +423,6 @@ def tile_product_rows_half(typingctx, a, a_off, b, b_off, offsets, offsets_off, 
                            accumulate)
 
 
-
 @intrinsic
 def prefetch(typingctx, a, offset):
     """Ask for the cache line of element ``offset`` of the C-contiguous array
@@ -434,16 +444,16 @@ def prefetch(typingctx, a, offset):
     return sig, codegen
 
 
-
 @intrinsic
 def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
     """dst[dst_off + j] = x[x_off + j*stride] for lo <= j < hi, and 0 for the
     other j < NR.
 
     One row of a packed column panel: masked vector loads at stride 1 and 2
-    (two vectors, their even lanes kept), a masked gather at others. Nothing outside [lo, hi) is read, so x_off may
-    lie before the start of x. Offsets in elements from the start of each
-    C-contiguous array; no bounds are checked.
+    (two vectors, their even lanes kept), a masked gather at others. Nothing
+    outside [lo, hi) is read, so x_off may lie before the start of x. Offsets
+    in elements from the start of each C-contiguous array; no bounds are
+    checked.
     """
     sig = types.void(x, x_off, stride, lo, hi, dst, dst_off)
 
@@ -459,8 +469,9 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
             builder.module,
             ir.FunctionType(V.type, [pointers, _I32,
                                      ir.VectorType(ir.IntType(1), V.lanes), V.type]),
-            "llvm.masked.gather.v%d%s.v%dp0" % (V.lanes, "f32" if V.align == 4 else "f64",
-                                                V.lanes))
+            "llvm.masked.gather.v%d%s.v%dp0"
+            % (V.lanes, "f32" if V.align == 4 else "f64", V.lanes))
+
         def masked(first, low, high):
             """The vector at element ``first`` of x's row, lanes i with
             low <= i < high only."""
@@ -483,7 +494,8 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
             low = builder.sub(builder.mul(lo_, _const(2)), _const(base))
             high = builder.sub(builder.mul(hi_, _const(2)), _const(base + 1))
             first = masked(_const(base), low, high)
-            second = masked(_const(base + V.lanes), builder.sub(low, _const(V.lanes)),
+            second = masked(_const(base + V.lanes),
+                            builder.sub(low, _const(V.lanes)),
                             builder.sub(high, _const(V.lanes)))
             evens = ir.Constant(ir.VectorType(_I32, V.lanes),
                                 list(range(0, 2 * V.lanes, 2)))
@@ -507,7 +519,8 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
             with one:
                 emit(contiguous)
             with other:
-                with builder.if_else(builder.icmp_signed("==", s_, _const(2))) as (two, more):
+                pair = builder.icmp_signed("==", s_, _const(2))
+                with builder.if_else(pair) as (two, more):
                     with two:
                         emit(pairs)
                     with more:
@@ -526,7 +539,6 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
 # traffic at all) 4.2-4.3. Prefetching the output's lines did not help.
 PREFETCH_PANELS = 2
 LINE_BYTES = 64
-ROWS_OUTER_BYTES = 32 * 1024
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
@@ -559,7 +571,8 @@ DOT_VECTOR_BYTES = 32
 
 
 def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off, x,
-               x_off, taps, taps_off, length, count, g_step, x_step, part, part_off, ldp):
+               x_off, taps, taps_off, length, count, g_step, x_step, part, part_off,
+               ldp):
     """LLVM code of one weight-gradient tile of ``shape`` = (rows, taps), on
     vectors of ``width`` bytes (see ``dot_tile``)."""
     n_rows, n_taps = shape
@@ -625,9 +638,9 @@ def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length,
     then added over the lanes in a fixed tree. All arrays 1D and C-contiguous;
     no bounds are checked.
     """
-    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), DOT_VECTOR_BYTES, g, g_rows, g_rows_off,
-                           x, x_off, taps, taps_off, length, count, g_step, x_step, part,
-                           part_off, ldp)
+    return _dots_intrinsic((DOT_ROWS, DOT_TAPS), DOT_VECTOR_BYTES, g, g_rows,
+                           g_rows_off, x, x_off, taps, taps_off, length, count, g_step,
+                           x_step, part, part_off, ldp)
 
 
 def _dots_intrinsic(shape, width, *arg_types):
@@ -663,9 +676,9 @@ DW_VECTOR_BYTES = 64 if AVX512 else 32
 def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, count,
             g_step, x_step, part, part_off, ldp):
     """``dot_tile`` for one row and DW_TAPS taps."""
-    return _dots_intrinsic((1, DW_TAPS), DW_VECTOR_BYTES, g, g_rows, g_rows_off, x, x_off,
-                           taps, taps_off, length, count, g_step, x_step, part, part_off,
-                           ldp)
+    return _dots_intrinsic((1, DW_TAPS), DW_VECTOR_BYTES, g, g_rows, g_rows_off, x,
+                           x_off, taps, taps_off, length, count, g_step, x_step, part,
+                           part_off, ldp)
 
 
 @intrinsic
@@ -817,10 +830,7 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
             for p0 in range(0, depth, DEPTH_CHUNK):
                 steps = min(DEPTH_CHUNK, depth - p0)
                 later = p0 > 0
-                # A block whose panels of this chunk fit in L1 together is
-                # walked one row tile at a time along all its panels, so that
-                # each output row is written in order; others one panel at a
-                # time through all the row tiles, so that the panel stays in L1.
+                # See ROWS_OUTER_BYTES.
                 rows_outer = panels * steps * nr * out.itemsize <= ROWS_OUTER_BYTES
                 for w in range(panels * row_tiles):
                     if rows_outer:
