@@ -195,7 +195,21 @@ PHASE_DOTS_MIN_K = 2
 #
 # The weight gradient's tile holds DW_TAPS = 8 taps, so short kernels waste
 # part of it.
+#
+# On Zen 4 (AVX-512 row tiles) the direct kernels, which sum up to four taps
+# in one pass over each output block, took back the shortest kernels
+# (float32 forward through the public function, medians of 9 in three rounds,
+# ms, direct / tiled; (N, C, L, K, padding)): (8, 1536, 2048, 4, causal)
+# mamba_dw 5.5-7.3 / 7.2-7.7, input gradient 5.2-5.6 / 6.6-7.5, float64
+# 11.2-11.4 / 12.7-13.0; (8, 512, 1024, 4, causal) 0.60-0.64 / 0.85-1.01;
+# (8, 512, 4096, 4, causal) 5.0-5.2 / 5.7; (8, 512, 4096, 4, same) 3.6-3.7 /
+# 3.8-5.1; (8, 128, 2048, 4, causal) 0.31-0.38 / 0.42-0.61. Three taps were
+# mixed ((8, 512, 1024, 3, causal) 0.71-0.77 / 0.89-0.96, (8, 512, 4096, 3,
+# causal) 6.4-6.8 / 5.5-7.1, (8, 64, 4096, 3, same) 0.35 / 0.27), five and
+# more taps stay tiled ((8, 512, 4096, 7, causal) 8.1-8.2 / 6.3-6.5,
+# (8, 1536, 2048, 15, causal) 10.1 / 8.6-9.1, conformer_dw 3.5 / 2.7).
 DW_MIN_ROWS = 4
+DW_MIN_K = 5
 DW_WEIGHT_MIN_K = 15
 
 
@@ -239,7 +253,7 @@ def _depthwise_family(spec, op):
     if op == "grad_weight":
         wide = spec.C_in >= DW_MIN_ROWS and spec.K >= DW_WEIGHT_MIN_K
     else:
-        wide = spec.N * spec.C_in >= DW_MIN_ROWS
+        wide = spec.N * spec.C_in >= DW_MIN_ROWS and spec.K >= DW_MIN_K
     return "tiled" if wide else "direct"
 
 

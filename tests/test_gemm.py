@@ -302,9 +302,11 @@ def test_dispatcher_picks_families_by_channels_per_group():
     for C_in, K in ((2, 9), (1, 10), (4, 3)):
         assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"
     # Depthwise layers at stride 1: the tiled row kernels once there are a few
-    # rows; the weight gradient only for kernels long enough to fill its tile.
+    # rows and five taps or more; the weight gradient only for kernels long
+    # enough to fill its tile.
     for op in ("forward", "grad_input"):
-        assert _dispatch.choose(spec(64, 64, 64), op) == "tiled"
+        assert _dispatch.choose(spec(64, 64, 64, K=5), op) == "tiled"
+        assert _dispatch.choose(spec(64, 64, 64, K=4), op) == "direct"
         assert _dispatch.choose(spec(1, 1, 1, K=101, L=4096), op) == "direct"
         assert _dispatch.choose(spec(64, 64, 64, stride=2), op) == "direct"
     assert _dispatch.choose(spec(64, 64, 64, K=31, L=2048), "grad_weight") == "tiled"
