@@ -115,7 +115,7 @@ def test_gradients_stay_inside_their_arrays(layer):
 # depths past one DEPTH_CHUNK, long rows of many blocks (with row lengths that
 # leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
 # (gathered), a kernel wider than the input, depthwise rows of
-# several tiles.
+# several tiles (kernels that share loads across taps k, k + V, ...).
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
@@ -126,6 +126,8 @@ EDGE_LAYERS = {
     "kernel_past_input": (2, 1, 4, 6, 9, 2, 1, 10, 9, 3, np.float32, 5),
     "depthwise_long": (2, 5, 1, 1, 31, 1, 1, 15, 15, 1000, np.float32, 7),
     "depthwise_dilated_f64": (1, 4, 1, 1, 4, 3, 1, 9, 0, 301, np.float64, 8),
+    "depthwise_shared_loads_f64": (2, 3, 1, 1, 31, 1, 1, 15, 15, 700, np.float64, 11),
+    "depthwise_shared_loads_uneven": (2, 3, 1, 1, 20, 1, 1, 19, 0, 500, np.float32, 12),
     "depthwise_kernel_past_input": (3, 2, 1, 1, 9, 2, 1, 8, 10, 5, np.float32, 9),
 }
 

@@ -664,6 +664,7 @@ def _dots_intrinsic(shape, width, *arg_types):
 # multiply-add and the output is stored once.
 DW_TAPS = 8
 DW_VECTORS = 12
+DW_SHARED = 4
 # The depthwise tiles take the widest vectors the machine has: with AVX-512,
 # against 256 bits (Zen 4, float32, medians of 11, two interleaved rounds,
 # ms): conformer_dw forward 3.11-3.19 / 4.61-4.76, input gradient
@@ -685,9 +686,13 @@ def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, 
 def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
     """c[c_off + j] = init + sum_{k < K} w[w_off + k] * x[x_off + k*dilation + j]
 
-    for j < DW_VECTORS * V (V lanes per vector: 8 float32, 4 float64), summed
-    over k in order with fused multiply-adds. All arrays 1D and C-contiguous;
-    no bounds are checked.
+    for j < DW_VECTORS * V (V lanes per vector of DW_VECTOR_BYTES), summed
+    with fused multiply-adds. At dilation 1 with AVX-512 and K <= DW_SHARED *
+    V, the taps are taken by their offset within a vector: taps k, k + V,
+    k + 2V, ... read the same vectors of x, each loaded once for all of them
+    (each output sums its taps in that order); otherwise tap after tap. Reads
+    x[x_off : x_off + DW_VECTORS*V + (K-1)*dilation] only. All arrays 1D and
+    C-contiguous; no bounds are checked.
     """
     sig = types.void(w, w_off, K, dilation, x, x_off, c, c_off, init)
 
@@ -698,14 +703,68 @@ def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
         W = _start(context, builder, w_type, w_, w_off_)
         X = _start(context, builder, x_type, x_, x_off_)
         C = _start(context, builder, c_type, c_, c_off_)
+        lanes = _const(V.lanes)
+        starts = [V.splat(init_)] * DW_VECTORS
 
-        def step(k, accs):
+        def tap(k, accs):
             weight = V.splat(builder.load(builder.gep(W, [k])))
             base = builder.gep(X, [builder.mul(k, d_)])
             return [V.fma(weight, V.load(builder.gep(base, [_const(v * V.lanes)])), acc)
                     for v, acc in enumerate(accs)]
 
-        results = _counted_loop(builder, K_, [V.splat(init_)] * DW_VECTORS, step, "row")
+        def offset(k, accs):
+            # Taps k + m*V for m < reach, each vector of x loaded once.
+            reach = builder.sdiv(builder.add(builder.sub(K_, k), _const(V.lanes - 1)),
+                                 lanes)
+            base = builder.gep(X, [k])
+            every = ir.VectorType(ir.IntType(1), V.lanes)
+            vectors = []
+            for p in range(DW_VECTORS + DW_SHARED - 1):
+                where = builder.gep(base, [_const(p * V.lanes)])
+                if p < DW_VECTORS:
+                    vectors.append(V.load(where))
+                    continue
+                # Needed by taps m > p - DW_VECTORS only.
+                wanted = builder.icmp_signed(">", reach, _const(p - DW_VECTORS + 1))
+                mask = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(every, ir.Undefined), wanted,
+                                           _const32(0)),
+                    ir.Constant(every, ir.Undefined),
+                    ir.Constant(ir.VectorType(_I32, V.lanes), [0] * V.lanes))
+                vectors.append(builder.call(V._masked_load, [
+                    V._cast(where), _const32(V.align), mask, V.zero]))
+            for m in range(DW_SHARED):
+                def taps_m(accs, m=m):
+                    q = builder.add(k, _const(m * V.lanes))
+                    weight = V.splat(builder.load(builder.gep(W, [q])))
+                    return [V.fma(weight, vectors[j + m], acc)
+                            for j, acc in enumerate(accs)]
+                if m == 0:
+                    accs = taps_m(accs)
+                    continue
+                before = builder.block
+                with builder.if_then(builder.icmp_signed(">", reach, _const(m))):
+                    updated = taps_m(accs)
+                    then_block = builder.block
+                accs = _merge(builder, [(updated, then_block), (accs, before)])
+            return accs
+
+        shared = AVX512 and DW_SHARED > 0
+        if shared:
+            fits = builder.and_(
+                builder.icmp_signed("==", d_, _const(1)),
+                builder.icmp_signed("<=", K_, _const(DW_SHARED * V.lanes)))
+            with builder.if_else(fits) as (by_offset, by_tap):
+                with by_offset:
+                    count = builder.select(builder.icmp_signed("<", K_, lanes), K_, lanes)
+                    first = _counted_loop(builder, count, starts, offset, "offsets")
+                    first_block = builder.block
+                with by_tap:
+                    second = _counted_loop(builder, K_, starts, tap, "row")
+                    second_block = builder.block
+            results = _merge(builder, [(first, first_block), (second, second_block)])
+        else:
+            results = _counted_loop(builder, K_, starts, tap, "row")
         for v, value in enumerate(results):
             V.store(value, builder.gep(C, [_const(v * V.lanes)]))
         return context.get_dummy_value()
