@@ -128,6 +128,7 @@ EDGE_LAYERS = {
     "depthwise_dilated_f64": (1, 4, 1, 1, 4, 3, 1, 9, 0, 301, np.float64, 8),
     "depthwise_shared_loads_f64": (2, 3, 1, 1, 31, 1, 1, 15, 15, 700, np.float64, 11),
     "depthwise_shared_loads_uneven": (2, 3, 1, 1, 20, 1, 1, 19, 0, 500, np.float32, 12),
+    "depthwise_shared_loads_three": (3, 2, 1, 1, 21, 1, 1, 10, 10, 333, np.float64, 13),
     "depthwise_kernel_past_input": (3, 2, 1, 1, 9, 2, 1, 8, 10, 5, np.float32, 9),
 }
 

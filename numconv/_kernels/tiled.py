@@ -682,6 +682,75 @@ def dot_row(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length, 
                            part_off, ldp)
 
 
+# The depthwise weight gradient at dilation 1 with AVX-512 and more than one
+# vector of taps: tap q = k + m*V (offset k within a vector, m < DW_SHARED)
+# reads x[t + k + m*V] for g[t], the vector that tap k reads for
+# g[t + m*V]. A tile of DW_OFFSETS[M] offsets x M groups of taps walks
+# DW_SPAN vectors of g per step and loads each vector of x once for all the
+# taps it serves.
+DW_SPAN = 4
+DW_OFFSETS = (0, 0, 8, 5, 4)
+
+
+def _emit_shared_dots(context, builder, arg_types, groups, g, g_off, x, x_off, length,
+                      k0, part, part_off):
+    V = _Vectors(context, builder, arg_types["g"].dtype, DW_VECTOR_BYTES)
+    G = _start(context, builder, arg_types["g"], g, g_off)
+    X = _start(context, builder, arg_types["x"], x, x_off)
+    P = _start(context, builder, arg_types["part"], part, part_off)
+    offsets = DW_OFFSETS[groups]
+    X = builder.gep(X, [k0])
+    stride = DW_SPAN * V.lanes
+
+    def step(s, accs):
+        t = builder.mul(s, _const(stride))
+        gs = [V.load(builder.gep(G, [builder.add(t, _const(j * V.lanes))]))
+              for j in range(DW_SPAN)]
+        updated = list(accs)
+        for i in range(offsets):
+            for p in range(DW_SPAN + groups - 1):
+                xv = V.load(builder.gep(X, [builder.add(t, _const(p * V.lanes + i))]))
+                for j in range(DW_SPAN):
+                    m = p - j
+                    if 0 <= m < groups:
+                        slot = i * groups + m
+                        updated[slot] = V.fma(gs[j], xv, updated[slot])
+        return updated
+
+    steps = builder.sdiv(length, _const(stride))
+    totals = _counted_loop(builder, steps, [V.zero] * (offsets * groups), step, "shared")
+    for slot, total in enumerate(totals):
+        target = builder.gep(P, [_const(slot)])
+        builder.store(builder.fadd(builder.load(target), V.lane_sum(total)), target)
+
+
+def _shared_dots_intrinsic(groups):
+    def shared_dots(typingctx, g, g_off, x, x_off, length, k0, part, part_off):
+        sig = types.void(g, g_off, x, x_off, length, k0, part, part_off)
+
+        def codegen(context, builder, signature, args):
+            arg_types = dict(g=signature.args[0], x=signature.args[2],
+                             part=signature.args[6])
+            _emit_shared_dots(context, builder, arg_types, groups, *args)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    shared_dots.__doc__ = (
+        """part[part_off + i*M + m] += sum_{t < length} g[g_off + t] * x[x_off + t + k0 + i + m*V]
+
+        for i < DW_OFFSETS[M] and m < M = %d, V lanes per vector of
+        DW_VECTOR_BYTES, length a multiple of DW_SPAN * V. Reads x up to
+        x_off + length + k0 + DW_OFFSETS[M] + (M - 1)*V + V - 2. All arrays 1D
+        and C-contiguous; no bounds are checked.""" % groups)
+    return intrinsic(shared_dots)
+
+
+shared_dots_2 = _shared_dots_intrinsic(2)
+shared_dots_3 = _shared_dots_intrinsic(3)
+shared_dots_4 = _shared_dots_intrinsic(4)
+
+
 @intrinsic
 def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
     """c[c_off + j] = init + sum_{k < K} w[w_off + k] * x[x_off + k*dilation + j]
@@ -995,20 +1064,33 @@ def depthwise_kernel(x, shift, weight, bias, dilation, out):
 def depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out):
     """out[c, 0, k] = sum_{n, t} grad_output[n, c, t] * xz[n, c, t + k*d - shift].
 
-    The depthwise stride-1 weight gradient on ``dot_row``: one thread per
-    channel, samples in order, so the result does not depend on the thread
-    count. x : (N, C, L); grad_output : (N, C, L_out); out : (C, 1, K).
-    bias_out : (C,), the sums of grad_output over n and t (in the order of
+    The depthwise stride-1 weight gradient: one thread per channel, samples in
+    order, so the result does not depend on the thread count. Kernels of 2 to
+    DW_SHARED vectors of taps at dilation 1 (with AVX-512) run the bulk of each
+    row on ``shared_dots_*`` and the rest on ``dot_row``; others on ``dot_row``.
+    x : (N, C, L); grad_output : (N, C, L_out); out : (C, 1, K). bias_out :
+    (C,), the sums of grad_output over n and t (in the order of
     ``numconv._kernels.common.grad_bias``), or empty for none.
     """
     N, C, L_out = grad_output.shape
     K = out.shape[2]
     Kp = -(-K // DW_TAPS) * DW_TAPS
+    V = DW_VECTOR_BYTES // out.itemsize
+    M = -(-K // V)
+    shared = AVX512 and dilation == 1 and 2 <= M <= DW_SHARED
+    G = DW_OFFSETS[M] if shared else 1
+    span = DW_SPAN * V
+    bulk = L_out - L_out % span if shared else 0
+    blocks = -(-V // G)
     row_len = L_out + (K - 1) * dilation
+    # Zeros past the row for the shared tiles' taps beyond K, whose sums are
+    # never read.
+    padded = row_len + (M * V + G if shared else 0)
     gflat = grad_output.reshape(grad_output.size)
     for c in prange(C):
         part = np.zeros(Kp, dtype=out.dtype)
-        row = np.empty(row_len, dtype=out.dtype)
+        tiles = np.zeros(blocks * G * M if shared else 1, dtype=out.dtype)
+        row = np.empty(padded, dtype=out.dtype)
         rows = np.empty(1, dtype=np.int64)
         # Padding taps repeat the last real one; their sums are never read.
         taps = np.empty(Kp, dtype=np.int64)
@@ -1016,15 +1098,33 @@ def depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out):
             taps[p] = min(p, K - 1) * dilation
         bias_total = out.dtype.type(0)
         for n in range(N):
-            direct._gather(x, n, c, 1, -shift, row_len, row)
-            rows[0] = (n * C + c) * L_out
-            for q in range(0, Kp, DW_TAPS):
-                dot_row(gflat, rows, 0, row, 0, taps, q, L_out, 1, 0, 0, part, q, Kp)
+            direct._gather(x, n, c, 1, -shift, padded, row)
+            start = (n * C + c) * L_out
+            if bulk > 0:
+                for b in range(blocks):
+                    if M == 2:
+                        shared_dots_2(gflat, start, row, 0, bulk, b * G, tiles,
+                                      b * G * M)
+                    elif M == 3:
+                        shared_dots_3(gflat, start, row, 0, bulk, b * G, tiles,
+                                      b * G * M)
+                    else:
+                        shared_dots_4(gflat, start, row, 0, bulk, b * G, tiles,
+                                      b * G * M)
+            if bulk < L_out:
+                rows[0] = start + bulk
+                for q in range(0, Kp, DW_TAPS):
+                    dot_row(gflat, rows, 0, row, bulk, taps, q, L_out - bulk, 1, 0, 0,
+                            part, q, Kp)
             if bias_out.shape[0] > 0:
                 # The row is in cache now, after the dot products.
-                bias_total += common.blocked_sum(gflat[rows[0] : rows[0] + L_out])
+                bias_total += common.blocked_sum(gflat[start : start + L_out])
         for k in range(K):
-            out[c, 0, k] = part[k]
+            total = part[k]
+            if shared:
+                # Tap k is offset k % V of tap group k // V.
+                total += tiles[(k % V) * M + k // V]
+            out[c, 0, k] = total
         if bias_out.shape[0] > 0:
             bias_out[c] = bias_total
 
