@@ -176,6 +176,18 @@ DOTS_MIN_LENGTH = 160
 # 9.98-10.4.
 PHASE_DOTS_MIN_K = 2
 
+# A strided input gradient with a polyphase form and too few channels for
+# BLAS: the tiled products on the phases once they have this many rows
+# (C_in/g * stride; Zen 4, float32, through the public function, medians of
+# 9 in three rounds, ms, direct / tiled; (N, C_in, C_out, L, K, stride)):
+# w2v_first (8, 1, 512, 16000, 10, 5) 5.0-5.2 / 3.8-4.1, float64 8.5-9.6 /
+# 7.3-7.8; (8, 1, 512, 16000, 8, 4) 4.9-5.0 / 2.9-4.0, float64 10.6 /
+# 6.1-7.9; (8, 2, 256, 8000, 10, 5) 2.3-2.4 / 1.25-1.5; two rows were level
+# ((8, 1, 256, 16000, 4, 2) 3.1-3.3 / 2.7-3.5). With both channel counts
+# past BLAS_MIN_CHANNELS the shifted BLAS products stay ((16, 64, 128, 2048,
+# 4, 2) 8.8-9.8 / 9.2-10.6).
+PHASE_MIN_ROWS = 4
+
 # Depthwise layers at stride 1 (one input and one output channel per group):
 # the tiled family's row tiles (``numconv._kernels.tiled.depthwise_kernel``,
 # also the input gradient) and one-row dot products for the weight gradient,
@@ -243,10 +255,24 @@ def choose(spec, op):
     elif op == "grad_input" and spec.stride == 1:
         name = _tiled_or_direct(spec, c_in, c_out * K, c_out)
     elif op == "grad_input":
-        name = "gemm" if min(c_in, c_out) >= BLAS_MIN_CHANNELS else "direct"
+        if min(c_in, c_out) >= BLAS_MIN_CHANNELS:
+            name = "gemm"
+        elif _phase_product(spec, c_in, c_out):
+            name = "tiled"
+        else:
+            name = "direct"
     else:
         name = _grad_weight_family(spec)
     return name if FAMILIES[name].supports(spec, op) else "direct"
+
+
+def _phase_product(spec, c_in, c_out):
+    """True for a strided input gradient whose polyphase form is a product of
+    PHASE_MIN_ROWS rows or more (C_in/g * stride) and TILED_MIN_DEPTH steps."""
+    if not _polyphase.rewrites(spec):
+        return False
+    return (c_in * spec.stride >= PHASE_MIN_ROWS
+            and c_out * (spec.K // spec.stride) >= TILED_MIN_DEPTH)
 
 
 def _depthwise_family(spec, op):

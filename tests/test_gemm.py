@@ -316,6 +316,13 @@ def test_dispatcher_picks_families_by_channels_per_group():
     # counts reach BLAS_MIN_CHANNELS.
     assert _dispatch.choose(spec(64, 64, 1, stride=2), "grad_input") == "gemm"
     assert _dispatch.choose(spec(16, 64, 1, stride=2), "grad_input") == "direct"
+    # With a polyphase form and too few channels for BLAS: the tiled products
+    # on the phases once they have PHASE_MIN_ROWS rows.
+    op = "grad_input"
+    assert _dispatch.choose(spec(1, 512, 1, K=10, L=16000, stride=5), op) == "tiled"
+    assert _dispatch.choose(spec(2, 64, 1, K=4, stride=2), op) == "tiled"
+    assert _dispatch.choose(spec(1, 64, 1, K=4, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 1, K=4, stride=2), op) == "gemm"
 
     # The weight gradient at stride 1 with rows of DOTS_MIN_LENGTH outputs or
     # more: the tiled dot products once a group has DOTS_MIN_ROWS output

@@ -158,7 +158,7 @@ def test_interior_panels_read_inside_the_input(t0, m, nr, span, shift, L):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_gradient_on_the_phases_of_a_strided_layer(dtype):
+def test_gradients_on_the_phases_of_a_strided_layer(dtype):
     import numconv
     from numconv import _dispatch, _polyphase
     from numconv._spec import build_spec
@@ -172,9 +172,14 @@ def test_weight_gradient_on_the_phases_of_a_strided_layer(dtype):
         dtype=np.dtype(dtype), batched=True,
     )
     assert _polyphase.applies(spec, tiled, "grad_weight")
+    assert _polyphase.applies(spec, tiled, "grad_input")
     with _dispatch.force("tiled"):
         gw = numconv.conv1d_grad_weight(x, g, K, stride=s, padding=(left, right),
                                         groups=groups)
-    _, gw_ref = ref_grads(x, w, g, s, left, right, d, groups)
-    _, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, left, right, d, groups)
+        gx = numconv.conv1d_grad_input(g, w, L, stride=s, padding=(left, right),
+                                       groups=groups)
+    gx_ref, gw_ref = ref_grads(x, w, g, s, left, right, d, groups)
+    scale_gx, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, left, right, d,
+                                groups)
     assert_close(gw, gw_ref, scale, dtype, "grad_weight")
+    assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")

@@ -36,8 +36,9 @@ are all panels at stride > 1.
 
 The input gradient at stride 1 is a forward correlation of the output
 gradient with the flipped, transposed weight (as in
-``numconv._kernels.direct``), so it runs on the same forward kernel. At other
-strides it is ``numconv._kernels.gemm``'s.
+``numconv._kernels.direct``), so it runs on the same forward kernel. A
+strided layer with a polyphase form runs it on the phases; at other strides
+it is ``numconv._kernels.gemm``'s.
 
 The weight gradient at stride 1 is a set of dot products along the output
 positions, gW[co, ci, k] = sum_t g[co, t] * xz[ci, t + k*d - shift], and packing
@@ -111,12 +112,13 @@ HALF_MR = MR // 2
 # 32 and one of 4 in float32 with AVX-512).
 NARROW_VECTORS = VECTORS // 2
 
-# The weight gradient's dot products run on the phases of a strided layer:
-# wav2vec's first layer (5 phase rows over 512 channels and 2 taps), through
-# the public function, medians of 9 in three rounds, ms, the previous choice
-# (the direct family on the phases) / dot products on the phases: float32
-# 4.29-4.65 / 3.45-4.77, float64 8.64-9.18 / 6.16-6.39.
-POLYPHASE = ("grad_weight",)
+# Both gradients run on the phases of a strided layer. wav2vec's first layer
+# (5 phase rows over 512 channels and 2 taps), through the public functions,
+# medians of 9 in three rounds, ms, the direct family on the phases / this
+# one: weight gradient float32 4.29-4.65 / 3.45-4.77, float64 8.64-9.18 /
+# 6.16-6.39; input gradient float32 5.0-5.2 / 3.8-4.1, float64 8.5-9.6 /
+# 7.3-7.8. The forward pass keeps its strided panels (see ``numconv._dispatch``).
+POLYPHASE = ("grad_weight", "grad_input")
 
 # Inner-dimension steps per pass over a column panel (see the module docstring).
 DEPTH_CHUNK = 256
@@ -967,11 +969,14 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                     else:
                         j = w // row_tiles
                         i = w - j * row_tiles
-                    if not later and i == 0:
-                        # The positions panel j + PREFETCH_PANELS reads first:
-                        # those past its last tap's reach are already asked for.
+                    if i == 0:
+                        # The positions panel j + PREFETCH_PANELS reads first in
+                        # the rows of this chunk: those past its last tap's
+                        # reach are already asked for.
                         ahead = (t0 + (j + PREFETCH_PANELS) * nr) * stride
-                        prefetch_rows(x, n * C_in + g * C_in_g, C_in_g,
+                        c_lo = p0 // K
+                        c_hi = (p0 + steps + K - 1) // K
+                        prefetch_rows(x, n * C_in + g * C_in_g + c_lo, c_hi - c_lo,
                                       ahead + (K - 1) * dilation - shift, nr * stride)
                     a_off = ((g * row_tiles + i) * depth + p0) * MR
                     b_row = g * row_tiles * MR + i * MR
@@ -1137,8 +1142,8 @@ def _depthwise(weight, groups):
 def supports(spec, op):
     """Specs with at least one input and output channel per group.
 
-    Both gradients at stride > 1 are ``gemm``'s, with its limits, except a
-    weight gradient in the polyphase form (see ``POLYPHASE``).
+    Both gradients at stride > 1 are ``gemm``'s, with its limits, except in
+    the polyphase form (see ``POLYPHASE``).
     """
     if spec.C_in_per_group * spec.K == 0 or spec.C_out_per_group == 0:
         return False
