@@ -185,15 +185,21 @@ def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
 
     Given ``bias_out`` (C_out,), also fills it with the bias gradient when the
     family has the optional stride-1 kernel ``grad_weight_bias_shifted`` for
-    this spec (which takes the sums from its weight pass where it can, else
-    from a pass of its own); returns whether it filled bias_out.
+    this spec or its phases (which takes the sums from its weight pass where it
+    can, else from a pass of its own); returns whether it filled bias_out.
     """
     if applies(spec, family, "grad_weight"):
         pspec = phase_spec(spec)
         xph = split_input(xp, spec)
         gw_phase = np.empty(pspec.weight_shape, dtype=spec.dtype)
-        family.grad_weight(xph, grad_output, spec.groups, 1, 1, gw_phase)
+        fused = bias_out is not None and hasattr(family, "grad_weight_bias_shifted")
+        if fused:
+            family.grad_weight_bias_shifted(xph, 0, grad_output, spec.groups, 1,
+                                            gw_phase, bias_out)
+        else:
+            family.grad_weight(xph, grad_output, spec.groups, 1, 1, gw_phase)
         out[...] = weight_from_phases(gw_phase, spec.stride)
+        return fused
     elif isinstance(xp, ZeroPadded) and spec.stride == 1 and hasattr(
         family, "grad_weight_shifted"
     ):

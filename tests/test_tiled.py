@@ -183,3 +183,35 @@ def test_gradients_on_the_phases_of_a_strided_layer(dtype):
                                 groups)
     assert_close(gw, gw_ref, scale, dtype, "grad_weight")
     assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")
+
+
+# (N, C_in, C_out, L, K, stride, padding): rows cut into units of several
+# SUM_BLOCK blocks, a unit of one block, and the phases of a strided layer.
+BIAS_LAYERS = {
+    "units_of_4096": (2, 8, 8, 9000, 3, 1, 1),
+    "units_of_1024": (2, 128, 128, 3000, 3, 1, 1),
+    "phases": (3, 1, 16, 12001, 10, 5, 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BIAS_LAYERS))
+def test_backward_takes_the_bias_from_the_weight_pass(name):
+    import numconv
+    from numconv import _dispatch
+
+    N, C_in, C_out, L, K, s, p = BIAS_LAYERS[name]
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((N, C_in, L)).astype(np.float32)
+    w = rng.standard_normal((C_out, C_in, K)).astype(np.float32)
+    L_out = (L + 2 * p - K) // s + 1
+    g = rng.standard_normal((N, C_out, L_out)).astype(np.float32)
+    T, _ = tiled.dots_block(N, C_in * s if s > 1 else C_in, C_out, L_out, 4)
+    assert T % 1024 == 0 or T >= L_out
+    with _dispatch.force("tiled"):
+        grads = numconv.conv1d_backward(x, w, g, stride=s, padding=p, bias=True)
+        gw = numconv.conv1d_grad_weight(x, g, K, stride=s, padding=p)
+    np.testing.assert_array_equal(grads.bias, numconv.conv1d_grad_bias(g))
+    np.testing.assert_array_equal(grads.weight, gw)
+    _, gw_ref = ref_grads(x, w, g, s, p, p, 1, 1)
+    _, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, p, p, 1, 1)
+    assert_close(gw, gw_ref, scale, np.float32, "grad_weight")

@@ -35,20 +35,24 @@ def strided_dot(a, b, b_offset, b_step, length):
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
 def blocked_sum(a):
-    """Sum of a 1D array in blocks (see ``SUM_BLOCK``).
-
-    Each block is summed by a loop over a fresh slice, whose indices LLVM knows
-    to be in range, so the loop vectorises (a loop over ``a[start + t]`` did not).
-    """
+    """Sum of a 1D array in blocks (see ``SUM_BLOCK``), each by ``block_sum``."""
     total = a.dtype.type(0)
     n = a.shape[0]
     for start in range(0, n, SUM_BLOCK):
-        block_items = a[start : min(start + SUM_BLOCK, n)]
-        block = a.dtype.type(0)
-        for t in range(block_items.shape[0]):
-            block += block_items[t]
-        total += block
+        total += block_sum(a[start : min(start + SUM_BLOCK, n)])
     return total
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def block_sum(items):
+    """Sum of one block of ``blocked_sum``, a loop over a fresh slice, whose
+    indices LLVM knows to be in range, so the loop vectorises (a loop over
+    ``a[start + t]`` did not). Kernels that take the blocks of a row apart call
+    it on the same slices, so that their sums are bitwise ``blocked_sum``'s."""
+    block = items.dtype.type(0)
+    for t in range(items.shape[0]):
+        block += items[t]
+    return block
 
 
 @njit(**JIT_OPTIONS)

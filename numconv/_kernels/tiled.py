@@ -66,7 +66,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from numconv import _polyphase
-from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
+from numconv._config import FASTMATH, JIT_OPTIONS, SERIAL_JIT_OPTIONS
 from numconv._kernels import common, direct, im2col
 from numconv._kernels import gemm as shifted
 
@@ -1224,7 +1224,8 @@ def grad_input(grad_output, weight, groups, stride, dilation, out):
 
 
 @njit(**JIT_OPTIONS)
-def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial):
+def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial,
+                block_sums):
     """partial[g*chunks + c, r*Mp + p] = chunk c's share of gW[g*C_out_g + r].ravel()[p].
 
     Stride-1 weight gradient of x zero-padded by ``shift`` on the left, on
@@ -1233,6 +1234,9 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partia
     DOT_TAPS; fully overwritten. A unit is a block of T positions of S
     consecutive samples (S > 1 only when T covers the whole row); the units
     are cut into ``chunks`` runs, each summed in order by one thread.
+    block_sums : (N, C_out, ceil(L_out / SUM_BLOCK)), the ``common.block_sum``
+    of each block of each output-gradient row, or empty for none; T must then
+    be a multiple of SUM_BLOCK or cover the row.
     """
     N, C_out, L_out = grad_output.shape
     C_in, L = x.shape[1], x.shape[2]
@@ -1289,6 +1293,16 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partia
                 for q in range(0, Mp, DOT_TAPS):
                     dot_tile(gflat, rows, i, src, src_off, taps, q, t1 - t0, count,
                              C_out * L_out, x_step, part, i * Mp + q, Mp)
+            if block_sums.shape[0] > 0:
+                # The unit's rows are in cache now, after the dot products.
+                for s in range(count):
+                    for r in range(C_out_g):
+                        co = g * C_out_g + r
+                        base = ((n0 + s) * C_out + co) * L_out
+                        for b0 in range(t0, t1, common.SUM_BLOCK):
+                            b1 = min(b0 + common.SUM_BLOCK, t1)
+                            block_sums[n0 + s, co, b0 // common.SUM_BLOCK] = (
+                                common.block_sum(gflat[base + b0 : base + b1]))
 
 
 @njit(**JIT_OPTIONS)
@@ -1318,15 +1332,37 @@ DOT_BYTES = 512 * 1024
 def dots_block(N, C_in_g, C_out_g, L_out, itemsize):
     """(T, S): positions and samples per weight-gradient unit.
 
-    T is a multiple of 64 from 256 to 4096, or the whole row. Rows shorter
-    than the budget are taken several samples at a time (S of them), so that
-    each tile's sums run long before their lanes are added up.
+    T is a multiple of common.SUM_BLOCK up to 4096, so that the bias gradient
+    can take the blocks of ``common.blocked_sum`` from the same pass, or the
+    whole row. Rows shorter than the budget are taken several samples at a
+    time (S of them), so that each tile's sums run long before their lanes are
+    added up.
     """
     fit = DOT_BYTES // ((C_in_g + C_out_g) * itemsize)
-    block = min(4096, max(256, fit - fit % 64))
+    block = min(4096, max(common.SUM_BLOCK, fit - fit % common.SUM_BLOCK))
     if block < L_out:
         return block, 1
     return max(L_out, 1), max(1, min(N, block // max(L_out, 1)))
+
+
+# Without reassociation, so that LLVM keeps the order of these sums (it
+# would vectorise the loop over blocks).
+ORDERED_JIT_OPTIONS = dict(JIT_OPTIONS, fastmath=set(FASTMATH - {"reassoc"}))
+
+
+@njit(**ORDERED_JIT_OPTIONS)
+def merge_block_sums(block_sums, out):
+    """out[co] = sum over n, in order, of the sum over blocks, in order, of
+    block_sums[n, co]: ``common.grad_bias``'s order."""
+    N, C_out, blocks = block_sums.shape
+    for co in prange(C_out):
+        total = out.dtype.type(0)
+        for n in range(N):
+            row = out.dtype.type(0)
+            for b in range(blocks):
+                row += block_sums[n, co, b]
+            total += row
+        out[co] = total
 
 
 def grad_weight(xp, grad_output, groups, stride, dilation, out):
@@ -1343,13 +1379,16 @@ def grad_weight(xp, grad_output, groups, stride, dilation, out):
 
 
 def grad_weight_bias_shifted(x, shift, grad_output, groups, dilation, out, bias_out):
-    """``grad_weight_shifted``, and the bias gradient (C_out,) into bias_out;
-    from the same reads of grad_output for a depthwise layer."""
+    """``grad_weight_shifted``, and the bias gradient (C_out,) into bias_out,
+    from the same reads of grad_output; bitwise ``common.grad_bias``'s."""
     if _depthwise(out, groups):
         depthwise_weight_kernel(x, shift, grad_output, dilation, out, bias_out)
         return
-    grad_weight_shifted(x, shift, grad_output, groups, dilation, out)
-    common.grad_bias(grad_output, bias_out)
+    N, C_out, L_out = grad_output.shape
+    blocks = -(-L_out // common.SUM_BLOCK)
+    block_sums = np.empty((N, C_out, blocks), dtype=out.dtype)
+    _dots(x, shift, grad_output, groups, dilation, out, block_sums)
+    merge_block_sums(block_sums, bias_out)
 
 
 def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
@@ -1358,6 +1397,11 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
         no_bias = np.empty(0, dtype=out.dtype)
         depthwise_weight_kernel(x, shift, grad_output, dilation, out, no_bias)
         return
+    _dots(x, shift, grad_output, groups, dilation, out,
+          np.empty((0, 0, 0), dtype=out.dtype))
+
+
+def _dots(x, shift, grad_output, groups, dilation, out, block_sums):
     C_out, C_in_g, K = out.shape
     N, _, L_out = grad_output.shape
     C_out_g = C_out // groups
@@ -1367,5 +1411,6 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
     chunks = shifted.weight_chunks(N, C_out, L_out, groups * Rp * Mp, T,
                                    units=-(-N // S) * -(-L_out // T))
     partial = np.empty((groups * chunks, Rp * Mp), dtype=out.dtype)
-    dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial)
+    dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial,
+                block_sums)
     merge_dots(partial, groups, chunks, out)
