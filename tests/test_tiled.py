@@ -111,6 +111,29 @@ def test_gradients_stay_inside_their_arrays(layer):
     _check_gradients(layer)
 
 
+@st.composite
+def long_depthwise_layers(draw):
+    """Depthwise layers with kernels of one to five vectors of taps, where the
+    row tiles and the weight gradient share loads across taps k, k + V, ..."""
+    groups = draw(st.integers(1, 3))
+    K = draw(st.integers(6, 80))
+    dilation = draw(st.sampled_from([1, 1, 1, 2]))
+    left = draw(st.integers(0, (K - 1) * dilation + 2))
+    right = draw(st.integers(0, (K - 1) * dilation + 2))
+    span = (K - 1) * dilation
+    L = draw(st.integers(max(1, span + 1 - left - right), span + 400))
+    N = draw(st.integers(1, 2))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return N, groups, 1, 1, K, dilation, 1, left, right, L, dtype, seed
+
+
+@given(long_depthwise_layers())
+def test_long_depthwise_kernels_stay_inside_their_arrays(layer):
+    _check_forward(layer)
+    _check_gradients(layer)
+
+
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
 # depths past one DEPTH_CHUNK, long rows of many blocks (with row lengths that
 # leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
