@@ -170,27 +170,31 @@ class _Vectors:
     def load_first(self, pointer, count):
         """The first ``count`` lanes at ``pointer``, zeros after; reads (and
         faults on) nothing past them."""
+        return self.load_masked(pointer, self.between(0, _const(0), count))
+
+    def load_masked(self, pointer, mask):
+        """The lanes of ``mask`` at ``pointer``, zeros in the others; reads
+        (and faults on) nothing outside the mask."""
+        return self.builder.call(self._masked_load, [self._cast(pointer),
+                                                     _const32(self.align), mask,
+                                                     self.zero])
+
+    def between(self, first, low, high):
+        """The mask of lanes i with low <= first + i < high (i64 bounds)."""
         b = self.builder
-        lanes = ir.VectorType(_I64, self.lanes)
-        limit = b.insert_element(ir.Constant(lanes, ir.Undefined), count, _const32(0))
-        limit = b.shuffle_vector(limit, ir.Constant(lanes, ir.Undefined),
-                                 ir.Constant(ir.VectorType(_I32, self.lanes),
-                                             [0] * self.lanes))
-        mask = b.icmp_signed("<", ir.Constant(lanes, list(range(self.lanes))), limit)
-        return b.call(self._masked_load, [self._cast(pointer), _const32(self.align),
-                                          mask, self.zero])
+        index = ir.Constant(ir.VectorType(_I64, self.lanes),
+                            [first + i for i in range(self.lanes)])
+        return b.and_(b.icmp_signed(">=", index, self.splat(low)),
+                      b.icmp_signed("<", index, self.splat(high)))
 
     def splat(self, value):
-        """``value`` in every lane."""
+        """``value`` in every lane: of this vector type for a float, of a
+        vector of ints or bools as wide for an integer."""
         b = self.builder
-        one = b.insert_element(ir.Constant(self.type, ir.Undefined), value, _const32(0))
-        return b.shuffle_vector(one, ir.Constant(self.type, ir.Undefined),
-                                ir.Constant(ir.VectorType(_I32, self.lanes),
-                                            [0] * self.lanes))
-
-    def splat_int(self, value, vector_type):
-        """The integer ``value`` in every lane of ``vector_type``."""
-        b = self.builder
+        if isinstance(value.type, ir.IntType):
+            vector_type = ir.VectorType(value.type, self.lanes)
+        else:
+            vector_type = self.type
         one = b.insert_element(ir.Constant(vector_type, ir.Undefined), value,
                                _const32(0))
         return b.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined),
@@ -463,7 +467,6 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
         x_, x_off_, s_, lo_, hi_, d_, d_off_ = args
         x_type, d_type = signature.args[0], signature.args[5]
         V = _Vectors(context, builder, x_type.dtype, VECTOR_BYTES)
-        lanes = ir.VectorType(_I64, V.lanes)
         X = builder.gep(context.make_array(x_type)(context, builder, x_).data, [x_off_])
         D = _start(context, builder, d_type, d_, d_off_)
         pointers = ir.VectorType(V.elem.as_pointer(), V.lanes)
@@ -477,11 +480,7 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
         def masked(first, low, high):
             """The vector at element ``first`` of x's row, lanes i with
             low <= i < high only."""
-            i = ir.Constant(lanes, list(range(V.lanes)))
-            mask = builder.and_(builder.icmp_signed(">=", i, V.splat_int(low, lanes)),
-                                builder.icmp_signed("<", i, V.splat_int(high, lanes)))
-            return builder.call(V._masked_load, [V._cast(builder.gep(X, [first])),
-                                                 _const32(V.align), mask, V.zero])
+            return V.load_masked(builder.gep(X, [first]), V.between(0, low, high))
 
         def contiguous(v):
             base = v * V.lanes
@@ -504,9 +503,7 @@ def load_row(typingctx, x, x_off, stride, lo, hi, dst, dst_off):
             return builder.shuffle_vector(first, second, evens)
 
         def gathered(v):
-            j = ir.Constant(lanes, [v * V.lanes + i for i in range(V.lanes)])
-            mask = builder.and_(builder.icmp_signed(">=", j, V.splat_int(lo_, lanes)),
-                                builder.icmp_signed("<", j, V.splat_int(hi_, lanes)))
+            mask = V.between(v * V.lanes, lo_, hi_)
             where = ir.Constant(pointers, ir.Undefined)
             for i in range(V.lanes):
                 lane = builder.gep(X, [builder.mul(s_, _const(v * V.lanes + i))])
@@ -788,7 +785,6 @@ def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
             reach = builder.sdiv(builder.add(builder.sub(K_, k), _const(V.lanes - 1)),
                                  lanes)
             base = builder.gep(X, [k])
-            every = ir.VectorType(ir.IntType(1), V.lanes)
             vectors = []
             for p in range(DW_VECTORS + DW_SHARED - 1):
                 where = builder.gep(base, [_const(p * V.lanes)])
@@ -797,13 +793,7 @@ def row_tile(typingctx, w, w_off, K, dilation, x, x_off, c, c_off, init):
                     continue
                 # Needed by taps m > p - DW_VECTORS only.
                 wanted = builder.icmp_signed(">", reach, _const(p - DW_VECTORS + 1))
-                mask = builder.shuffle_vector(
-                    builder.insert_element(ir.Constant(every, ir.Undefined), wanted,
-                                           _const32(0)),
-                    ir.Constant(every, ir.Undefined),
-                    ir.Constant(ir.VectorType(_I32, V.lanes), [0] * V.lanes))
-                vectors.append(builder.call(V._masked_load, [
-                    V._cast(where), _const32(V.align), mask, V.zero]))
+                vectors.append(V.load_masked(where, V.splat(wanted)))
             for m in range(DW_SHARED):
                 def taps_m(accs, m=m):
                     q = builder.add(k, _const(m * V.lanes))
