@@ -559,14 +559,21 @@ def prefetch_rows(x, row0, rows, first, count):
 
 # The stride-1 weight gradient's tile: DOT_ROWS output channels x DOT_TAPS taps,
 # each a vector of partial sums along t. A step of one vector of positions
-# loads DOT_ROWS + DOT_TAPS vectors for DOT_ROWS * DOT_TAPS multiply-adds, and
-# 12 accumulators cover the fused multiply-add's latency on two ports.
-DOT_ROWS = 4
-DOT_TAPS = 3
-# 256-bit vectors for these tiles on every machine: 512-bit ones were no
-# faster on Zen 4 (weight gradients of the suite's dense layers, within the
-# run-to-run spread).
-DOT_VECTOR_BYTES = 32
+# loads DOT_ROWS + DOT_TAPS vectors for DOT_ROWS * DOT_TAPS multiply-adds. With
+# AVX2's 16 registers, 4 x 3 vectors of 256 bits: 12 accumulators cover the
+# fused multiply-add's latency on two ports (512-bit vectors in that tile
+# were no faster on Zen 4). With AVX-512's 32 registers, 6 x 4 vectors of 512
+# bits (24 accumulators, 10 loads a step); against 4 x 3 x 256 bits (Sapphire
+# Rapids, weight gradient through the public function, float32, medians of 9,
+# interleaved, ms): wide 18.6 / 14.2, resnet1d 5.2 / 4.3, ecg_first
+# 35.0 / 28.6, textcnn 13.1 / 10.6, wavenet_dil 6.8 / 6.1, w2v_first (phases)
+# 3.9 / 3.4, the rest level; float64 resnet1d 9.2 / 7.0, tcn 5.3 / 5.1.
+# 4 x 6, 5 x 4, 6 x 3, 6 x 5, 7 x 4, 8 x 3 and 12 x 2 tiles of 512 bits were
+# slower than 6 x 4 on wide and textcnn.
+if AVX512:
+    DOT_ROWS, DOT_TAPS, DOT_VECTOR_BYTES = 6, 4, 64
+else:
+    DOT_ROWS, DOT_TAPS, DOT_VECTOR_BYTES = 4, 3, 32
 
 
 def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off, x,
@@ -632,8 +639,8 @@ def dot_tile(typingctx, g, g_rows, g_rows_off, x, x_off, taps, taps_off, length,
 
     for r < DOT_ROWS and q < DOT_TAPS, with rows[r] = g_rows[g_rows_off + r] and
     taps[q] = taps[taps_off + q]: ``count`` rows of ``length`` positions, one
-    per sample. Each sum runs in the V lanes of a vector (8 float32 or 4
-    float64; the last length % V positions of a row by masked loads) and is
+    per sample. Each sum runs in the V lanes of a vector of DOT_VECTOR_BYTES
+    (the last length % V positions of a row by masked loads) and is
     then added over the lanes in a fixed tree. All arrays 1D and C-contiguous;
     no bounds are checked.
     """
