@@ -240,13 +240,22 @@ def _tiled_or_direct(spec, rows, depth, inner):
 
 def choose(spec, op):
     """Name of the family that runs ``op`` ("forward", "grad_input", "grad_weight")."""
-    forced = getattr(_forced, "name", None)
+    forced = _forced.name
     if forced is not None:
         if not FAMILIES[forced].supports(spec, op):
             raise NotImplementedError(
                 f"algorithm {forced!r} cannot run {op} for {spec}"
             )
         return forced
+    # The rule is a function of the spec alone, and specs are remembered
+    # across calls (``numconv._spec.build_spec``): small calls then skip it.
+    name = spec.choices.get(op)
+    if name is None:
+        name = spec.choices[op] = _rule(spec, op)
+    return name
+
+
+def _rule(spec, op):
     c_in, c_out, K = spec.C_in_per_group, spec.C_out_per_group, spec.K
     if spec.stride == 1 and c_in == 1 and c_out == 1:
         name = _depthwise_family(spec, op)

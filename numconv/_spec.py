@@ -85,6 +85,12 @@ class ConvSpec:
         return (self.C_out, self.C_in_per_group, self.K)
 
     @cached_property
+    def choices(self):
+        """The dispatcher's algorithm per operation, filled in as it decides
+        (see ``numconv._dispatch.choose``)."""
+        return {}
+
+    @cached_property
     def interior(self):
         """Output positions [lo, hi) where no tap reads padding (none when hi <= lo).
 
