@@ -135,13 +135,15 @@ def test_long_depthwise_kernels_stay_inside_their_arrays(layer):
 
 
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
-# depths past one DEPTH_CHUNK, long rows of many blocks (with row lengths that
+# depths past one DEPTH_CHUNK (and past several of the shorter chunks of a
+# single row tile, the last one partial), long rows of many blocks (with row lengths that
 # leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
 # (gathered), a kernel wider than the input, depthwise rows of
 # several tiles (kernels that share loads across taps k, k + V, ...).
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
+    "single_tile_short_chunks": (2, 1, 50, 5, 3, 1, 1, 1, 1, 90, np.float32, 11),
     "long_rows": (1, 1, 3, 8, 5, 1, 1, 2, 2, 5003, np.float32, 3),
     "long_rows_f64": (2, 2, 5, 9, 3, 3, 1, 6, 0, 4099, np.float64, 6),
     "long_rows_strided": (2, 1, 2, 9, 4, 1, 3, 1, 0, 3001, np.float64, 4),

@@ -23,16 +23,16 @@ multiply-adds of 256-bit vectors (8 float32 or 4 float64 lanes), which LLVM
 splits into narrower ones on a machine without AVX. The fused multiply-add
 rounds once, as BLAS's kernels do; NaN and Inf propagate as IEEE says.
 
-The inner dimension is walked in chunks of ``DEPTH_CHUNK``, so that a column
-panel stays in L1 while every row panel of the chunk passes it; the first
-chunk starts from the bias and the others add to the tile. Whole tiles are
-written straight into the output; the partial ones at the block's edges go to
-a scratch block that is copied out after, so the micro-kernel never writes
-past a row or a block. At stride 1 a panel whose windows lie inside the input
-needs no packing: step p reads the input row where it lies
-(``tile_product_rows``), its rows prefetched a few panels ahead; only the
-panels at the borders are packed, by masked vector loads (``load_row``), as
-are all panels at stride > 1.
+The inner dimension is walked in chunks of ``DEPTH_CHUNK`` (shorter for a
+single row panel), so that a column panel stays in L1 while every row panel
+of the chunk passes it; the first chunk starts from the bias and the others
+add to the tile. Whole tiles are written straight into the output; the
+partial ones at the block's edges go to a scratch block that is copied out
+after, so the micro-kernel never writes past a row or a block. At stride 1
+a panel whose windows lie inside the input needs no packing: step p reads
+the input row where it lies (``tile_product_rows``), its rows prefetched a
+few panels ahead; only the panels at the borders are packed, by masked
+vector loads (``load_row``), as are all panels at stride > 1.
 
 The input gradient at stride 1 is a forward correlation of the output
 gradient with the flipped, transposed weight (as in
@@ -122,6 +122,14 @@ POLYPHASE = ("grad_weight", "grad_input")
 
 # Inner-dimension steps per pass over a column panel (see the module docstring).
 DEPTH_CHUNK = 256
+# A product of one row tile uses each panel once per chunk, so keeping it in
+# L1 buys nothing; shorter chunks read fewer input rows at a time, which the
+# hardware prefetchers follow. wav2vec's first layer's input gradient (5 phase
+# rows over 512 channels and 2 taps; Sapphire Rapids, through the public
+# function, medians of 11-15, ms, chunks of 256 / 64): float32 5.9-8.0 /
+# 3.6-5.0, float64 10.2 / 7.2; products of 8 rows over 64 or 128 channels were
+# level.
+SINGLE_TILE_DEPTH_CHUNK = 64
 # A block whose panels of one depth chunk take at most this many bytes in all
 # is walked one row tile at a time along its panels, so that each output row
 # is written in order; other blocks one panel at a time through every row
@@ -909,7 +917,8 @@ def copy_edges(acc, n, co0, rows, t0, m, out):
 
 
 @njit(**JIT_OPTIONS)
-def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, out):
+def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, chunk,
+                   out):
     """out[n, co, t] = bias[co] + sum_{ci, k} weight[co, ci, k] * xz[n, c(ci), u].
 
     u = t*s + k*d - shift, xz as in ``pack_panel``; ap = ``pack_weight`` of
@@ -954,8 +963,8 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
                                stride, dilation, shift, bp,
                                (j if j < lo else j - (hi - lo)) * depth * nr)
             x_off = (n * C_in + g * C_in_g) * L + t0 - shift
-            for p0 in range(0, depth, DEPTH_CHUNK):
-                steps = min(DEPTH_CHUNK, depth - p0)
+            for p0 in range(0, depth, chunk):
+                steps = min(chunk, depth - p0)
                 later = p0 > 0
                 # See ROWS_OUTER_BYTES.
                 rows_outer = panels * steps * nr * out.itemsize <= ROWS_OUTER_BYTES
@@ -1196,7 +1205,9 @@ def _forward(x, shift, weight, bias, groups, stride, dilation, out):
     ap = pack_weight(weight, groups)
     bias_rows = pack_bias(bias, groups, ap.shape[1])
     block = forward_block(N, L_out, C_in_g * K, out.dtype)
-    forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, out)
+    chunk = DEPTH_CHUNK if ap.shape[1] > 1 else SINGLE_TILE_DEPTH_CHUNK
+    forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, chunk,
+                   out)
 
 
 def grad_input_shifted(grad_output, weight, groups, dilation, crop_left, out):
