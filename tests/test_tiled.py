@@ -50,8 +50,10 @@ def layers(draw, max_stride=3):
     left = draw(st.integers(0, (K - 1) * dilation + 2))
     right = draw(st.integers(0, (K - 1) * dilation + 2))
     span = (K - 1) * dilation
-    # Output rows from one position to several panels of NR columns (8 to 32).
-    L = draw(st.integers(max(1, span + 1 - left - right), 90))
+    # Output rows from one position to several panels of NR columns (8 to 32),
+    # or rows of 1 KiB in one of the dtypes (read from a copy).
+    L = draw(st.one_of(st.integers(max(1, span + 1 - left - right), 90),
+                       st.sampled_from([128, 256])))
     N = draw(st.integers(1, 3))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -136,7 +138,8 @@ def test_long_depthwise_kernels_stay_inside_their_arrays(layer):
 
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
 # depths past one DEPTH_CHUNK (and past several of the shorter chunks of a
-# single row tile, the last one partial), long rows of many blocks (with row lengths that
+# single row tile, the last one partial), rows a multiple of 1 KiB long (read
+# from a copy), long rows of many blocks (with row lengths that
 # leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
 # (gathered), a kernel wider than the input, depthwise rows of
 # several tiles (kernels that share loads across taps k, k + V, ...).
@@ -144,6 +147,10 @@ EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
     "single_tile_short_chunks": (2, 1, 50, 5, 3, 1, 1, 1, 1, 90, np.float32, 11),
+    "rows_of_1024_bytes": (2, 2, 5, 17, 3, 2, 1, 3, 1, 256, np.float32, 14),
+    "rows_of_1024_bytes_f64": (3, 1, 4, 2 * tiled.MR, 4, 1, 1, 0, 5, 128, np.float64, 15),
+    "rows_of_2048_bytes_one_tap": (1, 1, 7, 3 * tiled.MR - 1, 1, 1, 1, 0, 0, 512,
+                                   np.float32, 16),
     "long_rows": (1, 1, 3, 8, 5, 1, 1, 2, 2, 5003, np.float32, 3),
     "long_rows_f64": (2, 2, 5, 9, 3, 3, 1, 6, 0, 4099, np.float64, 6),
     "long_rows_strided": (2, 1, 2, 9, 4, 1, 3, 1, 0, 3001, np.float64, 4),
@@ -240,3 +247,18 @@ def test_backward_takes_the_bias_from_the_weight_pass(name):
     _, gw_ref = ref_grads(x, w, g, s, p, p, 1, 1)
     _, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, p, p, 1, 1)
     assert_close(gw, gw_ref, scale, np.float32, "grad_weight")
+
+
+@given(L=st.integers(1, 5000), row_tiles=st.integers(1, 4), stride=st.integers(1, 3),
+       block=st.integers(1, 40).map(lambda b: 32 * b), span=st.integers(0, 300),
+       itemsize=st.sampled_from([4, 8]))
+def test_gather_width(L, row_tiles, stride, block, span, itemsize):
+    width = tiled.gather_width(L, row_tiles, stride, block, span, itemsize)
+    bad = (L * itemsize) % tiled.GATHER_STRIDE_BYTES == 0
+    if not (bad and stride == 1 and row_tiles >= 2):
+        assert width == 0
+        return
+    # Room for every panel's reads, in rows that do not repeat the bad stride.
+    assert width >= block + span
+    assert (width * itemsize) % tiled.GATHER_STRIDE_BYTES
+
