@@ -228,19 +228,47 @@ class _Vectors:
         """a * b + c, rounded once."""
         return self.builder.call(self._fma, [a, b, c])
 
-    def lane_sum(self, value):
-        """The sum of the lanes of ``value``, halves added in a fixed tree."""
+    def lane_sums(self, values):
+        """The sum of the lanes of each vector of ``values``, halves added in
+        a fixed tree: lane i meets lane i + W/2, then i + W/4, and so on.
+
+        The vectors are reduced together: each level adds the first halves of
+        every vector's blocks to their second halves, two vectors into one, so
+        a level costs one addition per pair of vectors rather than one per
+        vector. The sums are those of reducing each vector alone.
+        """
         b = self.builder
-        width = self.lanes
-        while width > 1:
-            width //= 2
-            pad = [0] * (self.lanes - width)
-            low = b.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, self.lanes), list(range(width)) + pad))
-            high = b.shuffle_vector(value, value, ir.Constant(
-                ir.VectorType(_I32, self.lanes), list(range(width, 2 * width)) + pad))
-            value = b.fadd(low, high)
-        return b.extract_element(value, _const32(0))
+        # Each entry: a vector and, per block of ``size`` lanes from lane 0 on,
+        # the index in ``values`` whose partial sums the block holds.
+        items = [(value, [i]) for i, value in enumerate(values)]
+        size = self.lanes
+        while size > 1:
+            half = size // 2
+            reduced = []
+            for a in range(0, len(items), 2):
+                pair = items[a:a + 2]
+                first, second, owners = [], [], []
+                for v, (_, blocks) in enumerate(pair):
+                    base = v * self.lanes
+                    for j, owner in enumerate(blocks):
+                        start = base + j * size
+                        first.extend(range(start, start + half))
+                        second.extend(range(start + half, start + size))
+                        owners.append(owner)
+                pad = [0] * (self.lanes - len(first))
+                other = pair[1][0] if len(pair) == 2 else pair[0][0]
+                low = b.shuffle_vector(pair[0][0], other, ir.Constant(
+                    ir.VectorType(_I32, self.lanes), first + pad))
+                high = b.shuffle_vector(pair[0][0], other, ir.Constant(
+                    ir.VectorType(_I32, self.lanes), second + pad))
+                reduced.append((b.fadd(low, high), owners))
+            items = reduced
+            size = half
+        sums = [None] * len(values)
+        for vector, owners in items:
+            for lane, owner in enumerate(owners):
+                sums[owner] = b.extract_element(vector, _const32(lane))
+        return sums
 
     def _cast(self, pointer):
         return self.builder.bitcast(pointer, self.type.as_pointer())
@@ -648,10 +676,10 @@ def _emit_dots(context, builder, arg_types, shape, width, g, g_rows, g_rows_off,
 
     totals = _counted_loop(builder, count, [V.zero] * (n_rows * n_taps), sample,
                            "samples")
-    for i, total in enumerate(totals):
+    for i, total in enumerate(V.lane_sums(totals)):
         r, q = divmod(i, n_taps)
         slot = builder.gep(P, [builder.add(builder.mul(ldp, _const(r)), _const(q))])
-        builder.store(builder.fadd(builder.load(slot), V.lane_sum(total)), slot)
+        builder.store(builder.fadd(builder.load(slot), total), slot)
 
 
 @intrinsic
@@ -748,9 +776,9 @@ def _emit_shared_dots(context, builder, arg_types, groups, g, g_off, x, x_off, l
 
     steps = builder.sdiv(length, _const(stride))
     totals = _counted_loop(builder, steps, [V.zero] * (offsets * groups), step, "shared")
-    for slot, total in enumerate(totals):
+    for slot, total in enumerate(V.lane_sums(totals)):
         target = builder.gep(P, [_const(slot)])
-        builder.store(builder.fadd(builder.load(target), V.lane_sum(total)), target)
+        builder.store(builder.fadd(builder.load(target), total), target)
 
 
 def _shared_dots_intrinsic(groups):
