@@ -161,8 +161,8 @@ BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 # float64 (auto / tiled): resnet1d 16.7 / 14.2, wide 86.2 / 80.2, tcn 16.1 /
 # 8.89, grouped 10.7 / 6.68, longkernel 48.4 / 32.6, ecg_first 121 / 98.7.
 # Each tile holds DOT_ROWS output channels (4, or 6 with AVX-512), so fewer
-# than 8 per group waste most of it; each block of positions ends in a sum across vector lanes,
-# which short rows (textcnn's 100) do not amortise.
+# than 8 per group waste most of it; each block of positions ends in a sum
+# across vector lanes, which short rows (textcnn's 100) do not amortise.
 DOTS_MIN_ROWS = 8
 DOTS_MIN_LENGTH = 160
 

@@ -139,16 +139,17 @@ def test_long_depthwise_kernels_stay_inside_their_arrays(layer):
 # (N, groups, C_in_g, C_out_g, K, dilation, stride, left, right, L, dtype, seed):
 # depths past one DEPTH_CHUNK (and past several of the shorter chunks of a
 # single row tile, the last one partial), rows a multiple of 1 KiB long (read
-# from a copy), long rows of many blocks (with row lengths that
-# leave a partial vector), stride 2 (panels packed from pairs of vectors) and 3
-# (gathered), a kernel wider than the input, depthwise rows of
-# several tiles (kernels that share loads across taps k, k + V, ...).
+# from a copy), long rows of many blocks (with row lengths that leave a
+# partial vector), stride 2 (panels packed from pairs of vectors) and 3
+# (gathered), a kernel wider than the input, depthwise rows of several tiles
+# (kernels that share loads across taps k, k + V, ...).
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
     "single_tile_short_chunks": (2, 1, 50, 5, 3, 1, 1, 1, 1, 90, np.float32, 11),
     "rows_of_1024_bytes": (2, 2, 5, 17, 3, 2, 1, 3, 1, 256, np.float32, 14),
-    "rows_of_1024_bytes_f64": (3, 1, 4, 2 * tiled.MR, 4, 1, 1, 0, 5, 128, np.float64, 15),
+    "rows_of_1024_bytes_f64": (3, 1, 4, 2 * tiled.MR, 4, 1, 1, 0, 5, 128, np.float64,
+                               15),
     "rows_of_2048_bytes_one_tap": (1, 1, 7, 3 * tiled.MR - 1, 1, 1, 1, 0, 0, 512,
                                    np.float32, 16),
     "long_rows": (1, 1, 3, 8, 5, 1, 1, 2, 2, 5003, np.float32, 3),

@@ -127,14 +127,17 @@ POLYPHASE = ("grad_weight", "grad_input")
 # Forward and input gradient at rows of 1024 or 4096 positions (Sapphire
 # Rapids, through the public functions, medians of 11, two interleaved
 # rounds, ms, in place / copy): float32 resnet1d forward 5.1-7.1 / 4.3-4.5,
-# input gradient 7.8-8.5 / 7.4-7.8; wide 13.7-14.4 / 13.4, 14.2-14.5 / 13.8;
-# grouped 3.0-3.5 / 2.4-2.5; wavenet_dil forward 6.4-7.2 / 5.8; ecg_first
-# (12 input channels: two row tiles for the input gradient) 25.7-27.6 /
-# 24.9-25.6, 25.6-26.4 / 26.8-27.0; float64 resnet1d 8.6-9.2 / 8.0-8.7,
-# 9.0-9.2 / 8.2-8.9. With rows of 1040 positions instead of 1024 (in place,
-# float32, 2 threads) the resnet1d-like forward pass ran at 269-277 GFLOP/s
-# against 251-253.
+# input gradient 7.8-8.5 / 7.4-7.8; wide forward 13.7-14.4 / 13.4, input
+# gradient 14.2-14.5 / 13.8; grouped forward 3.0-3.5 / 2.4-2.5; wavenet_dil
+# forward 6.4-7.2 / 5.8; ecg_first forward 25.7-27.6 / 24.9-25.6, input
+# gradient (12 input channels: two row tiles) 25.6-26.4 / 26.8-27.0; float64
+# resnet1d forward 8.6-9.2 / 8.0-8.7, input gradient 9.0-9.2 / 8.2-8.9. With
+# rows of 1040 positions instead of 1024 (in place, float32, 2 threads) the
+# resnet1d-like forward pass ran at 269-277 GFLOP/s against 251-253. A copy
+# for every row length, and for the phases of strided layers, was level with
+# reading in place (and lost textcnn's narrow last panels).
 GATHER_STRIDE_BYTES = 1024
+
 # Inner-dimension steps per pass over a column panel (see the module docstring).
 DEPTH_CHUNK = 256
 # A product of one row tile uses each panel once per chunk, so keeping it in
