@@ -384,9 +384,9 @@ def conv_transpose1d(
         raise ValueError(f"x must have length L >= 1, got shape {x.shape}")
     C_out = C_out_g * groups
     L_out = (L - 1) * stride - 2 * padding + dilation * (K - 1) + output_padding + 1
-    if L_out < 1:
+    if L_out < 0:
         raise ValueError(
-            f"output length would be {L_out} < 1: (L-1)*stride - 2*padding + "
+            f"output length would be {L_out} < 0: (L-1)*stride - 2*padding + "
             f"dilation*(K-1) + output_padding + 1 with L={L}, stride={stride}, "
             f"padding={padding}, dilation={dilation}, K={K}, "
             f"output_padding={output_padding}"
@@ -403,6 +403,11 @@ def conv_transpose1d(
         f"L={L}, stride={stride}, padding={padding}, dilation={dilation}, K={K}, "
         f"output_padding={output_padding}",
     )
+    if L_out == 0:
+        # The padding removes every position (PyTorch returns the empty result
+        # too); there is no conv1d this is the input gradient of.
+        y = np.empty((N, C_out, 0), dtype)
+        return y if x.ndim == 3 else y[0]
     # The conv1d this is the input gradient of: input (N, C_out, L_out), weight
     # (C_in, C_out/groups, K), output length L (plus output_padding // stride).
     spec = build_spec(

@@ -755,6 +755,21 @@ def test_zero_length_axes():
     assert checked == len(shapes) + 3
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_conv_transpose_with_every_position_padded_away(batched):
+    # L_out = (1 - 1)*1 - 2*3 + (6 - 1) + 0 + 1 = 0: the empty result, as PyTorch
+    # gives in float32 (its float64 path refuses); a negative length is refused.
+    x = np.ones((2, 2, 1) if batched else (2, 1))
+    w = np.ones((2, 3, 6))
+    got = numconv.conv_transpose1d(x, w, np.ones(3), padding=3)
+    assert got.shape == ((2, 3, 0) if batched else (3, 0))
+    assert got.dtype == np.float64
+    with pytest.raises(ValueError, match="output length would be -2 < 0"):
+        numconv.conv_transpose1d(x, w, np.ones(3), padding=4)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        numconv.conv_transpose1d(x, w, np.ones(2), padding=3)
+
+
 # -- inputs untouched, outputs not aliased ---------------------------------------------
 
 
