@@ -73,11 +73,12 @@ CASES = {
     # Few output channels (taps outermost), more than one tile in either dtype.
     "few_rows_tiles": (2, 3, 5, direct.FEW_ROWS_BYTES // 10 + 37, 6, 1, (3, 2), 1, 1),
     "few_rows_tap_blocks": (2, 7, 3, 300, 1, 1, (0, 0), 1, 1),
-    # Items with a border whose rows fit WHOLE_COPY run as one copied part;
-    # larger ones as border parts around an interior read in place.
+    # Short items with a border whose rows fit WHOLE_COPY run as one copied
+    # part; others as border parts around an interior read in place.
     "border_items_whole": (2, 4, 8, 64, 3, 1, (1, 1), 1, 1),
     "border_items_split": (2, 8, 6, direct.WHOLE_COPY // 8 + 20, 5, 1, (2, 2), 1, 1),
-    "border_items_split_many_rows": (1, 40, 4, 300, 3, 1, (2, 0), 2, 2),
+    "border_items_split_many_rows": (1, 40, 4, 200, 3, 1, (2, 0), 2, 2),
+    "border_items_split_long": (2, 1, 3, direct.WHOLE_POSITIONS + 9, 4, 1, (3, 0), 1, 1),
 }
 
 

@@ -81,8 +81,13 @@ FEW_ROWS_BYTES = 32 * 1024
 # benchmarks' tiny layer) 3.51 / 1.80, (4, 16, 64, 3) 4.08 / 2.33,
 # (16, 16, 120, 5) 26.2 / 18.0, (16, 16, 200, 5) 32.5 / 24.8, (1, 4, 300, 7)
 # 2.83 / 1.93; with 16 times this budget, rows of 1000 to 4000 positions
-# were mixed.
+# were mixed. Long blocks keep the split even when their rows are few: the
+# Mamba layer (8 x 1536 channels of 2048 positions, K = 4, depthwise, float32,
+# through the public functions, ms) took 15.9 / 9.8 for the forward pass,
+# 15.5 / 9.4 for the input gradient and 16.3 / 9.5 for the weight gradient
+# with one copied part / three.
 WHOLE_COPY = 4096
+WHOLE_POSITIONS = 256
 
 # Below this many multiply-adds a call runs on the calling thread only:
 # starting the thread pool costs more than such a call.
@@ -277,10 +282,12 @@ def _interior(t0, t1, shift, span, L):
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
 def _parts(t0, t1, shift, span, L, rows):
     """``_interior``'s split of [t0, t1), or (t1, t1), the whole block one
-    copied border part, when it has a border and its ``rows`` input rows take
-    at most WHOLE_COPY elements (see there)."""
+    copied border part, when it has a border, at most WHOLE_POSITIONS
+    positions and ``rows`` input rows of at most WHOLE_COPY elements in all
+    (see there)."""
     tl, tr = _interior(t0, t1, shift, span, L)
-    if (tl > t0 or tr < t1) and rows * (t1 - t0 + span) <= WHOLE_COPY:
+    small = t1 - t0 <= WHOLE_POSITIONS and rows * (t1 - t0 + span) <= WHOLE_COPY
+    if small and (tl > t0 or tr < t1):
         return t1, t1
     return tl, tr
 
