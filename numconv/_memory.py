@@ -232,7 +232,10 @@ def empty(shape, dtype):
     while the cache is on. The array shares memory with nothing else alive.
     """
     global _hits, _misses
-    shape, dtype = _shape(shape), np.dtype(dtype)
+    # numconv's own callers pass tuples of ints; anything else is normalised.
+    if type(shape) is not tuple:
+        shape = _shape(shape)
+    dtype = np.dtype(dtype)
     size = _size_class(shape, dtype)
     if size is None:
         return np.empty(shape, dtype)
