@@ -74,14 +74,14 @@ FEW_ROWS_BYTES = 32 * 1024
 # An item whose block reads padding is split into its border parts, copied
 # with zeros, and its interior, read in place; each part's loops cost a fixed
 # 1 to 2 us to start (``_accumulate_rows`` over 8 channels and 12 taps: 1.0 us
-# for one position, 1.3 for 62), which small calls do not amortise. An item
-# whose rows take at most this many elements in all is therefore copied
+# for one position, 1.3 for 62), which small calls do not amortise. A short
+# item whose rows take at most WHOLE_COPY elements in all is therefore copied
 # whole and run as one part. Forward kernel, float64, one sample, padding
 # (K-1)/2, (C_in, C_out, L, K), us, three parts / one: (4, 8, 64, 3) (the
 # benchmarks' tiny layer) 3.51 / 1.80, (4, 16, 64, 3) 4.08 / 2.33,
-# (16, 16, 120, 5) 26.2 / 18.0, (16, 16, 200, 5) 32.5 / 24.8, (1, 4, 300, 7)
-# 2.83 / 1.93; with 16 times this budget, rows of 1000 to 4000 positions
-# were mixed. Long blocks keep the split even when their rows are few: the
+# (16, 16, 120, 5) 26.2 / 18.0, (16, 16, 200, 5) 32.5 / 24.8; with 16 times
+# this budget, rows of 1000 to 4000 positions were mixed. Blocks longer than
+# WHOLE_POSITIONS keep the split even when their rows are few: the
 # Mamba layer (8 x 1536 channels of 2048 positions, K = 4, depthwise, float32,
 # through the public functions, ms) took 15.9 / 9.8 for the forward pass,
 # 15.5 / 9.4 for the input gradient and 16.3 / 9.5 for the weight gradient
