@@ -18,12 +18,15 @@ import numpy as np
 from numconv import conv1d, conv1d_backward
 
 
-def _size(name, value):
-    """A positive int, or a 1-tuple holding one (torch accepts both)."""
-    if isinstance(value, (tuple, list)) and len(value) == 1:
+def _size(name, value, one_tuple=False):
+    """A positive int, or with ``one_tuple`` also a 1-tuple holding one (torch
+    takes both for the kernel size, stride and dilation, only ints for the
+    channels and groups)."""
+    if one_tuple and isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int or a 1-tuple of int, got {value!r}")
+        kinds = "an int or a 1-tuple of int" if one_tuple else "an int"
+        raise TypeError(f"{name} must be {kinds}, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return operator.index(value)
@@ -85,7 +88,7 @@ class Conv1d:
     ):
         self.in_channels = _size("in_channels", in_channels)
         self.out_channels = _size("out_channels", out_channels)
-        self.kernel_size = _size("kernel_size", kernel_size)
+        self.kernel_size = _size("kernel_size", kernel_size, one_tuple=True)
         self.groups = _size("groups", groups)
         for name, channels in (
             ("in_channels", self.in_channels),
@@ -112,8 +115,8 @@ class Conv1d:
 
         # Padding is passed to numconv unchanged: whether it fits depends on the
         # input's length, so numconv checks it at each forward.
-        self.stride = _size("stride", stride)
-        self.dilation = _size("dilation", dilation)
+        self.stride = _size("stride", stride, one_tuple=True)
+        self.dilation = _size("dilation", dilation, one_tuple=True)
         self.padding = padding
         self.padding_mode = padding_mode
 

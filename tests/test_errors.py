@@ -200,3 +200,26 @@ def test_remembered_specs_serve_equal_values_that_validation_accepts():
 def test_conv1d_layer_names_a_bad_rng(rng):
     with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
         numconv.Conv1d(4, 6, 3, rng=rng)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, name, kinds",
+    [
+        ((4.0, 6, 3), {}, "in_channels", "an int,"),
+        (((4,), 6, 3), {}, "in_channels", "an int,"),
+        ((4, "6", 3), {}, "out_channels", "an int,"),
+        ((4, 6, 3), {"groups": 2.0}, "groups", "an int,"),
+        ((4, 6, 3.0), {}, "kernel_size", "an int or a 1-tuple of int"),
+        ((4, 6, 3), {"stride": (1, 1)}, "stride", "an int or a 1-tuple of int"),
+        ((4, 6, 3), {"dilation": True}, "dilation", "an int or a 1-tuple of int"),
+    ],
+)
+def test_conv1d_layer_names_what_its_sizes_may_be(args, kwargs, name, kinds):
+    with pytest.raises(TypeError, match=f"{name} must be {kinds}"):
+        numconv.Conv1d(*args, **kwargs)
+
+
+def test_conv1d_layer_takes_one_tuples_where_torch_does():
+    layer = numconv.Conv1d(4, 6, (3,), stride=(2,), dilation=[1])
+    assert (layer.kernel_size, layer.stride, layer.dilation) == (3, 2, 1)
+    assert layer.weight.shape == (6, 4, 3)

@@ -142,7 +142,8 @@ def test_long_depthwise_kernels_stay_inside_their_arrays(layer):
 # from a copy), long rows of many blocks (with row lengths that leave a
 # partial vector), stride 2 (panels packed from pairs of vectors) and 3
 # (gathered), a kernel wider than the input, depthwise rows of several tiles
-# (kernels that share loads across taps k, k + V, ...).
+# (kernels that share loads across taps k, k + V, ...), and depthwise layers
+# of more rows than one work item takes, whose last tile is several narrow ones.
 EDGE_LAYERS = {
     "several_depth_chunks": (2, 1, 130, 13, 3, 1, 1, 1, 1, 70, np.float32, 1),
     "chunks_grouped_f64": (1, 2, 90, 7, 3, 2, 1, 2, 2, 41, np.float64, 2),
@@ -158,6 +159,8 @@ EDGE_LAYERS = {
     "strided_pairs": (2, 1, 3, 9, 4, 1, 2, 2, 1, 301, np.float32, 10),
     "kernel_past_input": (2, 1, 4, 6, 9, 2, 1, 10, 9, 3, np.float32, 5),
     "depthwise_long": (2, 5, 1, 1, 31, 1, 1, 15, 15, 1000, np.float32, 7),
+    "depthwise_many_rows": (3, 7, 1, 1, 5, 1, 1, 2, 2, 180, np.float32, 17),
+    "depthwise_many_rows_f64": (3, 7, 1, 1, 5, 2, 1, 4, 4, 180, np.float64, 18),
     "depthwise_dilated_f64": (1, 4, 1, 1, 4, 3, 1, 9, 0, 301, np.float64, 8),
     "depthwise_shared_loads_f64": (2, 3, 1, 1, 31, 1, 1, 15, 15, 700, np.float64, 11),
     "depthwise_shared_loads_uneven": (2, 3, 1, 1, 20, 1, 1, 19, 0, 500, np.float32, 12),
