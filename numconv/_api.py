@@ -318,11 +318,15 @@ def conv1d_backward(
     xp = pad_input(xb, spec)
     w = kernel_array(weight, dtype)
     g = kernel_array(_batched(grad_output), dtype)
-    gx = _grad_input(g, w, spec)
-    if bias:
-        gw, gb = _dispatch.grad_weight_and_bias(xp, g, spec)
+    fused = _dispatch.backward(xp, g, w, spec, bias)
+    if fused is not None:
+        gx, gw, gb = fused
     else:
-        gw, gb = _dispatch.grad_weight(xp, g, spec), None
+        gx = _grad_input(g, w, spec)
+        if bias:
+            gw, gb = _dispatch.grad_weight_and_bias(xp, g, spec)
+        else:
+            gw, gb = _dispatch.grad_weight(xp, g, spec), None
     grad_weight_without_padding_terms(xb, g, spec, gw)
 
     return Conv1dGrads(_unbatch(gx, spec), gw, gb)

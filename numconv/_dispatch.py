@@ -364,6 +364,24 @@ def grad_weight_and_bias(xp, grad_output, spec):
     return gw, gb
 
 
+def backward(xp, grad_output, weight, spec, bias):
+    """(input gradient with the padding folded, weight gradient, bias gradient
+    or None without ``bias``) from one pass over grad_output, or None when the
+    families chosen for the two gradients do not compute them together."""
+    name = choose(spec, "grad_input")
+    family = FAMILIES[name]
+    if name != choose(spec, "grad_weight") or not _polyphase.fuses_backward(
+        family, spec
+    ):
+        return None
+    gx = _memory.empty((spec.N, spec.C_in, spec.L_padded), dtype=spec.dtype)
+    gw = _memory.empty((spec.C_out, spec.C_in_per_group, spec.K), dtype=spec.dtype)
+    gb = _memory.empty(spec.C_out, dtype=spec.dtype) if bias else None
+    with kernel_guard():
+        _polyphase.run_backward(family, xp, grad_output, weight, spec, gx, gw, gb)
+    return fold_padding(gx, spec), gw, gb
+
+
 def grad_bias(grad_output, dtype):
     """Bias gradient (C_out,) from grad_output (N, C_out, L_out)."""
     out = _memory.empty(grad_output.shape[1], dtype=dtype)

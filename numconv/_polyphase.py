@@ -180,6 +180,33 @@ def run_grad_input_cropped(family, grad_output, weight, spec, out):
     )
 
 
+def fuses_backward(family, spec):
+    """True when ``family`` computes both gradients of ``spec`` in its phase
+    form from one pass over grad_output (``run_backward``)."""
+    return (
+        applies(spec, family, "grad_input")
+        and applies(spec, family, "grad_weight")
+        and hasattr(family, "backward_shifted")
+        and family.fuses_backward(phase_spec(spec))
+    )
+
+
+def run_backward(family, xp, grad_output, weight, spec, gx, gw, bias_out):
+    """Fill gx (N, C_in, L_padded) with the gradient w.r.t. the padded input,
+    gw (C_out, C_in/groups, K) with the weight gradient and bias_out (C_out,)
+    with the bias gradient (None for none); needs ``fuses_backward``. The
+    results are bitwise those of ``run_grad_input`` and ``run_grad_weight``.
+    """
+    pspec = phase_spec(spec)
+    xph = split_input(xp, spec)
+    wph = phase_weight(weight, spec.stride)
+    gph = np.empty((grad_output.shape[0], pspec.C_in, pspec.L), dtype=spec.dtype)
+    gw_phase = np.empty(pspec.weight_shape, dtype=spec.dtype)
+    family.backward_shifted(xph, 0, grad_output, wph, 1, gw_phase, bias_out, gph)
+    _interleave(gph, spec.stride, gx)
+    gw[...] = weight_from_phases(gw_phase, spec.stride)
+
+
 def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
     """Fill out (C_out, C_in/groups, K) with the weight gradient.
 

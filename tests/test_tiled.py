@@ -266,3 +266,51 @@ def test_gather_width(L, row_tiles, stride, block, span, itemsize):
     assert width >= block + span
     assert (width * itemsize) % tiled.GATHER_STRIDE_BYTES
 
+
+
+# (N, C_in, C_out, L, K, stride, padding, padding_mode, dtype): strided layers
+# whose backward pass takes both gradients from one pass over grad_output
+# (their phase form, one group): several samples per unit, rows of several
+# units (the last one also writing the row's last positions of the input
+# gradient), phase rows a multiple of 1 KiB long read from a copy (10 phase
+# rows: two row tiles), reflected padding and float64.
+FUSED_LAYERS = {
+    "samples_per_unit": (3, 1, 20, 3000, 10, 5, 0, "zeros", np.float32),
+    "units_per_row": (2, 2, 128, 5201, 4, 2, 1, "zeros", np.float32),
+    "phase_rows_of_1024_bytes": (2, 5, 7, 512, 2, 2, 0, "zeros", np.float32),
+    "reflect_f64": (2, 3, 6, 401, 6, 3, 2, "reflect", np.float64),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", sorted(FUSED_LAYERS))
+def test_backward_in_one_pass_matches_the_single_gradients(name, bias):
+    import numconv
+    from numconv import _dispatch, _polyphase
+    from numconv._spec import build_spec
+
+    N, C_in, C_out, L, K, s, p, mode, dtype = FUSED_LAYERS[name]
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((N, C_in, L)).astype(dtype)
+    w = rng.standard_normal((C_out, C_in, K)).astype(dtype)
+    kw = dict(stride=s, padding=p, padding_mode=mode)
+    spec = build_spec(N=N, C_in=C_in, L=L, weight_shape=w.shape, stride=s, padding=p,
+                      dilation=1, groups=1, padding_mode=mode, dtype=np.dtype(dtype),
+                      batched=True)
+    assert _polyphase.fuses_backward(tiled, spec)
+    g = rng.standard_normal(spec.output_shape).astype(dtype)
+    with _dispatch.force("tiled"):
+        grads = numconv.conv1d_backward(x, w, g, bias=bias, **kw)
+        gx = numconv.conv1d_grad_input(g, w, L, **kw)
+        gw = numconv.conv1d_grad_weight(x, g, K, **kw)
+    np.testing.assert_array_equal(grads.input, gx)
+    np.testing.assert_array_equal(grads.weight, gw)
+    if bias:
+        np.testing.assert_array_equal(grads.bias, numconv.conv1d_grad_bias(g))
+    else:
+        assert grads.bias is None
+    if mode == "zeros":
+        gx_ref, gw_ref = ref_grads(x, w, g, s, p, p, 1, 1)
+        scale_gx, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, p, p, 1, 1)
+        assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")
+        assert_close(gw, gw_ref, scale, dtype, "grad_weight")

@@ -51,6 +51,13 @@ per tile, so that the sums run long before their lanes are added up. A
 strided layer with a polyphase form (see ``numconv._polyphase``) runs it on
 the phases; at other strides it is ``numconv._kernels.gemm``'s.
 
+Both gradients of a layer of one group can come from one pass over the
+output gradient (``backward_shifted``; ``numconv._polyphase`` uses it on the
+phases of a strided layer, whose output gradient is the largest array the
+backward pass reads): after the dot products of each weight-gradient unit,
+the input gradient of the unit's positions runs on the forward kernel's
+block routine while the unit's output-gradient rows are still in cache.
+
 Depthwise layers (one input and one output channel per group) have no
 product to tile across channels. Their stride-1 forward pass (and so their
 input gradient) keeps DW_VECTORS vectors of one output row in registers while
@@ -997,6 +1004,32 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
     length of the rows of a scratch copy that each item reads instead (see
     ``gather_width``).
     """
+    N, _, L_out = out.shape
+    rows = panel_rows(ap.shape[2], K, dilation, width if width > 0 else x.shape[2])
+    blocks = (L_out + block - 1) // block
+    for item in prange(N * blocks):
+        n = item // blocks
+        t0 = (item - n * blocks) * block
+        forward_item(x, shift, ap, bias_rows, groups, K, stride, dilation, chunk, width,
+                     rows, n, t0, min(block, L_out - t0), out)
+
+
+@njit(**SERIAL_JIT_OPTIONS)
+def panel_rows(depth, K, dilation, row_length):
+    """Where step p = ci*K + k of a panel reads, from the panel's first column
+    in row c0: ci * row_length + k * dilation."""
+    rows = np.empty(depth, dtype=np.int64)
+    for p in range(depth):
+        ci = p // K
+        rows[p] = ci * row_length + (p - ci * K) * dilation
+    return rows
+
+
+@njit(**SERIAL_JIT_OPTIONS)
+def forward_item(x, shift, ap, bias_rows, groups, K, stride, dilation, chunk, width,
+                 rows, n, t0, m, out):
+    """Positions [t0, t0 + m) of sample n of ``forward_kernel``'s out, on one
+    thread; rows = ``panel_rows``, width 0 or at least m + (K-1)*d."""
     N, C_out, L_out = out.shape
     _, row_tiles, depth, _ = ap.shape
     C_in = x.shape[1]
@@ -1005,113 +1038,102 @@ def forward_kernel(x, shift, ap, bias_rows, groups, K, stride, dilation, block, 
     C_out_g = C_out // groups
     nr = VECTORS * VECTOR_BYTES // out.itemsize
     narrow_cols = NARROW_VECTORS * VECTOR_BYTES // out.itemsize
-    blocks = (L_out + block - 1) // block
     xflat = x.reshape(x.size)
-    # Where step p of a panel reads, from the panel's first column in row c0.
-    row_length = width if width > 0 else L
-    rows = np.empty(depth, dtype=np.int64)
-    for ci in range(C_in_g):
-        for k in range(K):
-            rows[ci * K + k] = ci * row_length + k * dilation
-    for item in prange(N * blocks):
-        n = item // blocks
-        t0 = (item - n * blocks) * block
-        m = min(block, L_out - t0)
-        panels = (m + nr - 1) // nr
+    panels = (m + nr - 1) // nr
+    if width > 0:
+        # Every panel reads the copy, which holds the zeros past x's ends.
+        lo, hi = 0, panels
+    elif stride == 1:
+        lo, hi = interior_panels(t0, m, nr, (K - 1) * dilation, shift, L)
+    else:
+        lo, hi = 0, 0
+    copy = np.empty(C_in_g * width, dtype=out.dtype)
+    # Only the panels outside [lo, hi) are packed: panel j is bp[j] below
+    # lo and bp[j - (hi - lo)] from hi on.
+    bp = np.empty((panels - (hi - lo), depth, nr), dtype=out.dtype)
+    # Partial tiles go to acc (3D, like out, so either can take a tile);
+    # whole ones straight to out.
+    ldc = panels * nr
+    acc = np.empty((1, row_tiles * MR, ldc), dtype=out.dtype)
+    for g in range(groups):
+        for j in range(panels):
+            if j < lo or j >= hi:
+                pack_panel(x, n, g * C_in_g, C_in_g, K, t0 + j * nr, t0 + m,
+                           stride, dilation, shift, bp,
+                           (j if j < lo else j - (hi - lo)) * depth * nr)
         if width > 0:
-            # Every panel reads the copy, which holds the zeros past x's ends.
-            lo, hi = 0, panels
-        elif stride == 1:
-            lo, hi = interior_panels(t0, m, nr, (K - 1) * dilation, shift, L)
+            direct._gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, copy)
+            src = copy
+            x_off = 0
         else:
-            lo, hi = 0, 0
-        copy = np.empty(C_in_g * width, dtype=out.dtype)
-        # Only the panels outside [lo, hi) are packed: panel j is bp[j] below
-        # lo and bp[j - (hi - lo)] from hi on.
-        bp = np.empty((panels - (hi - lo), depth, nr), dtype=out.dtype)
-        # Partial tiles go to acc (3D, like out, so either can take a tile);
-        # whole ones straight to out.
-        ldc = panels * nr
-        acc = np.empty((1, row_tiles * MR, ldc), dtype=out.dtype)
-        for g in range(groups):
-            for j in range(panels):
-                if j < lo or j >= hi:
-                    pack_panel(x, n, g * C_in_g, C_in_g, K, t0 + j * nr, t0 + m,
-                               stride, dilation, shift, bp,
-                               (j if j < lo else j - (hi - lo)) * depth * nr)
-            if width > 0:
-                direct._gather(x, n, g * C_in_g, C_in_g, t0 - shift, width, copy)
-                src = copy
-                x_off = 0
-            else:
-                src = xflat
-                x_off = (n * C_in + g * C_in_g) * L + t0 - shift
-            for p0 in range(0, depth, chunk):
-                steps = min(chunk, depth - p0)
-                later = p0 > 0
-                # See ROWS_OUTER_BYTES.
-                rows_outer = panels * steps * nr * out.itemsize <= ROWS_OUTER_BYTES
-                for w in range(panels * row_tiles):
-                    if rows_outer:
-                        i = w // panels
-                        j = w - i * panels
+            src = xflat
+            x_off = (n * C_in + g * C_in_g) * L + t0 - shift
+        for p0 in range(0, depth, chunk):
+            steps = min(chunk, depth - p0)
+            later = p0 > 0
+            # See ROWS_OUTER_BYTES.
+            rows_outer = panels * steps * nr * out.itemsize <= ROWS_OUTER_BYTES
+            for w in range(panels * row_tiles):
+                if rows_outer:
+                    i = w // panels
+                    j = w - i * panels
+                else:
+                    j = w // row_tiles
+                    i = w - j * row_tiles
+                if i == 0 and width == 0:
+                    # The positions panel j + PREFETCH_PANELS reads first in
+                    # the rows of this chunk: those past its last tap's
+                    # reach are already asked for.
+                    ahead = (t0 + (j + PREFETCH_PANELS) * nr) * stride
+                    c_lo = p0 // K
+                    c_hi = (p0 + steps + K - 1) // K
+                    prefetch_rows(x, n * C_in + g * C_in_g + c_lo, c_hi - c_lo,
+                                  ahead + (K - 1) * dilation - shift, nr * stride)
+                a_off = ((g * row_tiles + i) * depth + p0) * MR
+                b_row = g * row_tiles * MR + i * MR
+                # The last tile runs at half height when its real
+                # rows fit in half.
+                half = C_out_g - i * MR <= HALF_MR
+                height = HALF_MR if half else MR
+                if i * MR + height <= C_out_g and (j + 1) * nr <= m:
+                    c = out
+                    c_off = ((n * C_out + g * C_out_g + i * MR) * L_out
+                             + t0 + j * nr)
+                    c_ld = L_out
+                else:
+                    c = acc
+                    c_off = i * MR * ldc + j * nr
+                    c_ld = ldc
+                if lo <= j < hi:
+                    if half:
+                        tile_product_rows_half(
+                            ap, a_off, src, x_off + j * nr, rows, p0, steps,
+                            bias_rows, b_row, c, c_off, c_ld, later)
                     else:
-                        j = w // row_tiles
-                        i = w - j * row_tiles
-                    if i == 0 and width == 0:
-                        # The positions panel j + PREFETCH_PANELS reads first in
-                        # the rows of this chunk: those past its last tap's
-                        # reach are already asked for.
-                        ahead = (t0 + (j + PREFETCH_PANELS) * nr) * stride
-                        c_lo = p0 // K
-                        c_hi = (p0 + steps + K - 1) // K
-                        prefetch_rows(x, n * C_in + g * C_in_g + c_lo, c_hi - c_lo,
-                                      ahead + (K - 1) * dilation - shift, nr * stride)
-                    a_off = ((g * row_tiles + i) * depth + p0) * MR
-                    b_row = g * row_tiles * MR + i * MR
-                    # The last tile runs at half height when its real
-                    # rows fit in half.
-                    half = C_out_g - i * MR <= HALF_MR
-                    height = HALF_MR if half else MR
-                    if i * MR + height <= C_out_g and (j + 1) * nr <= m:
-                        c = out
-                        c_off = ((n * C_out + g * C_out_g + i * MR) * L_out
-                                 + t0 + j * nr)
-                        c_ld = L_out
+                        tile_product_rows(
+                            ap, a_off, src, x_off + j * nr, rows, p0, steps,
+                            bias_rows, b_row, c, c_off, c_ld, later)
+                else:
+                    b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
+                    # A last panel of at most half its columns, which
+                    # is never interior, takes the narrow tiles.
+                    narrow = m - j * nr <= narrow_cols
+                    if half and narrow:
+                        tile_product_half_narrow(ap, a_off, bp, b_off, steps,
+                                                 bias_rows, b_row, c, c_off,
+                                                 c_ld, later)
+                    elif half:
+                        tile_product_half(ap, a_off, bp, b_off, steps,
+                                          bias_rows, b_row, c, c_off, c_ld,
+                                          later)
+                    elif narrow:
+                        tile_product_narrow(ap, a_off, bp, b_off, steps,
+                                            bias_rows, b_row, c, c_off, c_ld,
+                                            later)
                     else:
-                        c = acc
-                        c_off = i * MR * ldc + j * nr
-                        c_ld = ldc
-                    if lo <= j < hi:
-                        if half:
-                            tile_product_rows_half(
-                                ap, a_off, src, x_off + j * nr, rows, p0, steps,
-                                bias_rows, b_row, c, c_off, c_ld, later)
-                        else:
-                            tile_product_rows(
-                                ap, a_off, src, x_off + j * nr, rows, p0, steps,
-                                bias_rows, b_row, c, c_off, c_ld, later)
-                    else:
-                        b_off = ((j if j < lo else j - (hi - lo)) * depth + p0) * nr
-                        # A last panel of at most half its columns, which
-                        # is never interior, takes the narrow tiles.
-                        narrow = m - j * nr <= narrow_cols
-                        if half and narrow:
-                            tile_product_half_narrow(ap, a_off, bp, b_off, steps,
-                                                     bias_rows, b_row, c, c_off,
-                                                     c_ld, later)
-                        elif half:
-                            tile_product_half(ap, a_off, bp, b_off, steps,
-                                              bias_rows, b_row, c, c_off, c_ld,
-                                              later)
-                        elif narrow:
-                            tile_product_narrow(ap, a_off, bp, b_off, steps,
-                                                bias_rows, b_row, c, c_off, c_ld,
-                                                later)
-                        else:
-                            tile_product(ap, a_off, bp, b_off, steps, bias_rows,
-                                         b_row, c, c_off, c_ld, later)
-            copy_edges(acc[0], n, g * C_out_g, C_out_g, t0, m, out)
+                        tile_product(ap, a_off, bp, b_off, steps, bias_rows,
+                                     b_row, c, c_off, c_ld, later)
+        copy_edges(acc[0], n, g * C_out_g, C_out_g, t0, m, out)
 
 
 @njit(**JIT_OPTIONS)
@@ -1343,7 +1365,7 @@ def grad_input(grad_output, weight, groups, stride, dilation, out):
 
 @njit(**JIT_OPTIONS)
 def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial,
-                block_sums):
+                block_sums, ap, gi_bias, gi_chunk, gi_width, gi_rows, gi_out):
     """partial[g*chunks + c, r*Mp + p] = chunk c's share of gW[g*C_out_g + r].ravel()[p].
 
     Stride-1 weight gradient of x zero-padded by ``shift`` on the left, on
@@ -1355,6 +1377,13 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partia
     block_sums : (N, C_out, ceil(L_out / SUM_BLOCK)), the ``common.block_sum``
     of each block of each output-gradient row, or empty for none; T must then
     be a multiple of SUM_BLOCK or cover the row.
+
+    gi_out : (N, C_in, L_out + (K-1)*d), or empty for none (groups 1 only):
+    also the input gradient of every zero-padded position, each unit's
+    positions while its output-gradient rows are in cache, on ``forward_item``
+    (the last unit of a row takes the row's last (K-1)*d positions too).
+    ap, gi_bias, gi_chunk, gi_width and gi_rows are what ``forward_kernel``
+    would get for that forward correlation (see ``backward_shifted``).
     """
     N, C_out, L_out = grad_output.shape
     C_in, L = x.shape[1], x.shape[2]
@@ -1411,6 +1440,13 @@ def dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partia
                 for q in range(0, Mp, DOT_TAPS):
                     dot_tile(gflat, rows, i, src, src_off, taps, q, t1 - t0, count,
                              C_out * L_out, x_step, part, i * Mp + q, Mp)
+            if gi_out.shape[0] > 0:
+                # Each unit writes its own positions of gi_out.
+                end = t1 if t1 < L_out else gi_out.shape[2]
+                for s in range(count):
+                    forward_item(grad_output, span, ap, gi_bias, 1, K, 1, dilation,
+                                 gi_chunk, gi_width, gi_rows, n0 + s, t0, end - t0,
+                                 gi_out)
             if block_sums.shape[0] > 0:
                 # The unit's rows are in cache now, after the dot products.
                 for s in range(count):
@@ -1525,7 +1561,39 @@ def grad_weight_shifted(x, shift, grad_output, groups, dilation, out):
           np.empty((0, 0, 0), dtype=out.dtype))
 
 
-def _dots(x, shift, grad_output, groups, dilation, out, block_sums):
+def fuses_backward(spec):
+    """True when ``backward_shifted`` takes the stride-1 ``spec``: one group,
+    not a depthwise one (whose weight gradient has a kernel of its own), and
+    every size above zero."""
+    return (spec.groups == 1 and spec.stride == 1 and not spec.C_in == spec.C_out == 1
+            and spec.N * spec.C_in * spec.C_out * spec.L_out > 0)
+
+
+def backward_shifted(x, shift, grad_output, weight, dilation, out, bias_out, gi):
+    """Both gradients of a stride-1 layer of one group (``fuses_backward``)
+    from one pass over grad_output, bitwise the separate kernels' results.
+
+    The weight gradient of x zero-padded by ``shift`` on the left into out,
+    as ``grad_weight_shifted``, and the bias gradient into bias_out as
+    ``grad_weight_bias_shifted`` (None for none); the gradient of every
+    padded position into gi (N, C_in, L_out + (K-1)*d), as
+    ``grad_input_shifted`` with nothing cropped. Each output position of gi
+    sums its terms in the same order whatever block it falls in, so its
+    values do not depend on the weight gradient's units.
+    """
+    N, C_out, L_out = grad_output.shape
+    if bias_out is None:
+        block_sums = np.empty((0, 0, 0), dtype=out.dtype)
+    else:
+        block_sums = np.empty((N, C_out, -(-L_out // common.SUM_BLOCK)),
+                              dtype=out.dtype)
+    _dots(x, shift, grad_output, 1, dilation, out, block_sums, weight, gi)
+    if bias_out is not None:
+        merge_block_sums(block_sums, bias_out)
+
+
+def _dots(x, shift, grad_output, groups, dilation, out, block_sums, weight=None,
+          gi=None):
     C_out, C_in_g, K = out.shape
     N, _, L_out = grad_output.shape
     C_out_g = C_out // groups
@@ -1535,6 +1603,21 @@ def _dots(x, shift, grad_output, groups, dilation, out, block_sums):
     chunks = shifted.weight_chunks(N, C_out, L_out, groups * Rp * Mp, T,
                                    units=-(-N // S) * -(-L_out // T))
     partial = np.empty((groups * chunks, Rp * Mp), dtype=out.dtype)
+    if gi is None:
+        ap = np.empty((0, 0, 0, 0), dtype=out.dtype)
+        gi_bias = np.empty(0, dtype=out.dtype)
+        gi_rows = np.empty(0, dtype=np.int64)
+        gi_chunk = gi_width = 0
+        gi = np.empty((0, 0, 0), dtype=out.dtype)
+    else:
+        wf = direct._flipped_transpose(weight, 1)
+        ap = pack_weight(wf, 1)
+        gi_bias = pack_bias(np.zeros(C_in_g, dtype=out.dtype), 1, ap.shape[1])
+        gi_chunk = DEPTH_CHUNK if ap.shape[1] > 1 else SINGLE_TILE_DEPTH_CHUNK
+        span = (K - 1) * dilation
+        gi_width = gather_width(L_out, ap.shape[1], 1, T + span, span, out.itemsize)
+        gi_rows = panel_rows(ap.shape[2], K, dilation,
+                             gi_width if gi_width > 0 else L_out)
     dots_kernel(x, shift, grad_output, groups, K, dilation, T, S, chunks, partial,
-                block_sums)
+                block_sums, ap, gi_bias, gi_chunk, gi_width, gi_rows, gi)
     merge_dots(partial, groups, chunks, out)
