@@ -224,6 +224,30 @@ DW_MIN_ROWS = 4
 DW_MIN_K = 5
 DW_WEIGHT_MIN_K = 15
 
+# A stride the polyphase rewrite cannot take (K not a multiple of it, or a
+# dilation) leaves the direct family its strided loops over phase copies.
+# Forward and input gradient there sum whole windows into a row and hold
+# their own against the other families, but the weight gradient is a dot
+# product per tap and weight, which loads two values per multiply-add; the
+# BLAS families beat it by far once a call has some work (float32, through
+# the public functions, interleaved, medians of 9, ms; direct / gemm / im2col;
+# (N, C_in, C_out, L, K, stride, padding, groups, dilation)):
+#
+#   (16, 3, 64, 4096, 7, 2, 3, 1, 1)         14.5 / 2.17 / 0.93
+#   (8, 16, 16, 2048, 3, 2, 1, 1, 1)         2.48 / 0.23 / 0.24
+#   (8, 1, 4, 4096, 5, 2, 2, 1, 1)           0.125 / 0.099 / 0.065
+#   (8, 128, 128, 2048, 3, 2, 1, 8, 1)       19.3 / 2.11 / 2.00
+#   (8, 64, 64, 2048, 3, 2, 1, 32, 1)        1.28 / 1.00 / 0.83
+#   (8, 32, 32, 4096, 3, 2, 2, 1, 2)         18.8 / 1.19 / 1.11
+#
+# Calls of a few thousand multiply-adds stay direct ((1, 4, 8, 64, 3, 2, 1,
+# 1, 1): 0.014 / 0.018 / 0.018), and so do depthwise layers ((8, 256, 256,
+# 2048, 5, 2, 2, 256, 1): 5.52 / 11.0 / 7.28). Forward, for comparison, where
+# the rule above already picks tiled or direct: (8, 64, 64, 2048, 3, 2, 1, 32,
+# 1) direct 0.53 / gemm 0.62 / tiled 0.60; input gradient (16, 3, 64, 4096,
+# 7, 2, 3, 1, 1) direct 1.08 / gemm 3.25.
+STRIDED_MIN_WORK = 1 << 16
+
 
 def _tiled_or_direct(spec, rows, depth, inner):
     """Family for a product of ``rows`` output rows and ``depth`` steps."""
@@ -275,6 +299,19 @@ def _rule(spec, op):
     return name if FAMILIES[name].supports(spec, op) else "direct"
 
 
+def _strided_products(spec):
+    """True for a strided weight gradient without a polyphase form whose
+    groups have more than one channel on a side and whose work passes
+    STRIDED_MIN_WORK multiply-adds: the BLAS families beat the direct
+    family's strided dot products there."""
+    if spec.stride == 1 or _polyphase.rewrites(spec):
+        return False
+    if spec.C_in_per_group == 1 and spec.C_out_per_group == 1:
+        return False
+    work = spec.N * spec.C_out * spec.C_in_per_group * spec.K * spec.L_out
+    return work >= STRIDED_MIN_WORK
+
+
 def _phase_product(spec, c_in, c_out):
     """True for a strided input gradient whose polyphase form is a product of
     PHASE_MIN_ROWS rows or more (C_in/g * stride) and TILED_MIN_DEPTH steps."""
@@ -300,7 +337,9 @@ def _grad_weight_family(spec):
         return "tiled"
     depth = c_in * spec.K
     if c_out < BLAS_MIN_CHANNELS or depth < IM2COL_MIN_DEPTH:
-        return "direct"
+        if not _strided_products(spec):
+            return "direct"
+        return "im2col" if im2col.scratch_fits(spec) else "gemm"
     if (c_in < BLAS_MIN_CHANNELS or depth <= IM2COL_MAX_DEPTH) and im2col.scratch_fits(
         spec
     ):

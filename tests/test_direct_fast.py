@@ -3,10 +3,10 @@
 The direct kernels cut each row into blocks of at most ``MAX_TILE`` outputs,
 copy border blocks into scratch with zeros, run taps in blocks of four, and
 split weight-gradient sums into shape-fixed chunks; strided layers with
-K divisible by the stride run as a stride-1 convolution over phases. These
-tests aim at the edges of each of those, against a vectorised float64
-reference (the loop reference in ``reference.py`` is too slow for rows longer
-than a tile).
+K divisible by the stride run as a stride-1 convolution over phases, other
+strided ones over copies of each row's phases. These tests aim at the edges
+of each of those, against a vectorised float64 reference (the loop reference
+in ``reference.py`` is too slow for rows longer than a tile).
 """
 
 import numba
@@ -69,6 +69,12 @@ CASES = {
     "polyphase_w2v": (2, 1, 6, 403, 10, 5, (0, 0), 1, 1),
     "polyphase_padded_groups": (2, 4, 6, 97, 4, 2, (3, 2), 1, 2),
     "strided_not_polyphase": (2, 4, 4, 51, 3, 2, (1, 1), 2, 2),
+    # Strided loops over phase copies: more than one block of outputs (and of
+    # input-gradient phase positions), a last partial block, taps of every
+    # phase, and a phase no tap reads (K = 2 < stride = 3).
+    "strided_tiles": (1, 2, 2, 2 * 2 * direct.STRIDED_TILE + 301, 5, 2, (2, 1), 1, 2),
+    "strided_dilated_tiles": (1, 1, 1, 3 * direct.STRIDED_TILE + 7, 4, 3, (0, 5), 2, 1),
+    "strided_phase_unread": (2, 3, 2, 40, 2, 3, (1, 1), 1, 1),
     "many_out_channels": (1, 2, 130, 33, 3, 1, (1, 1), 1, 1),
     # Few output channels (taps outermost), more than one tile in either dtype.
     "few_rows_tiles": (2, 3, 5, direct.FEW_ROWS_BYTES // 10 + 37, 6, 1, (3, 2), 1, 1),
@@ -185,7 +191,9 @@ def test_polyphase_is_used_only_without_structural_zeros():
     assert not _polyphase.applies(spec_for(4, 1, 1), direct, "forward")
 
 
-@pytest.mark.parametrize("name", ["long_row_partial_tile", "polyphase_w2v", "causal_dilated"])
+@pytest.mark.parametrize(
+    "name", ["long_row_partial_tile", "polyphase_w2v", "causal_dilated", "strided_tiles"]
+)
 def test_weight_gradient_bitwise_identical_across_thread_counts(name):
     case = CASES[name]
     _, _, _, _, _, s, pad, d, groups = case
@@ -214,7 +222,7 @@ def _receptive(L_out, stride, left, dilation, K, L):
 
 @pytest.mark.parametrize(
     "name", ["polyphase_w2v", "strided_not_polyphase", "causal_dilated", "huge_k",
-             "long_row_partial_tile"]
+             "long_row_partial_tile", "strided_tiles", "strided_dilated_tiles"]
 )
 def test_nan_reaches_exactly_its_receptive_field(name):
     case = CASES[name]

@@ -356,3 +356,12 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(128, 128, 1, K=2, L=2048, stride=2), op) == "im2col"
     assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
     assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
+    # A strided layer without a polyphase form and too few channels for the
+    # rule above: BLAS once groups have more than one channel on a side and
+    # the call STRIDED_MIN_WORK multiply-adds, im2col while its scratch fits.
+    assert _dispatch.choose(spec(16, 16, 1, L=256, stride=2), op) == "im2col"
+    assert _dispatch.choose(spec(64, 64, 32, L=256, stride=2), op) == "im2col"
+    assert _dispatch.choose(spec(8, 8, 1, K=999, L=4096, stride=2), op) == "gemm"
+    assert _dispatch.choose(spec(16, 16, 1, L=64, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 64, L=4096, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(16, 16, 1, K=4, L=256, stride=2), op) == "direct"

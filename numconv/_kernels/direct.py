@@ -33,9 +33,13 @@ summed by one thread, in order, into its own partial buffer, and the buffers
 are added in chunk order, so the result is bitwise the same for any number of
 threads.
 
-A stride above 1 is normally rewritten by ``numconv._polyphase`` into a
-stride-1 convolution before it reaches this family; the strided loops below
-exist so that every kernel honours its full calling convention.
+A stride above 1 is rewritten by ``numconv._polyphase`` into a stride-1
+convolution when K is a multiple of it and there is no dilation. Other
+strides run the strided loops below. Forward and input gradient work on the
+phases of a row (positions r, r + s, r + 2s, ...), so that every tap again
+reads or writes a contiguous window; the weight gradient keeps strided dot
+products, and ``numconv._dispatch`` sends it here only for depthwise or
+small layers.
 """
 
 import numpy as np
@@ -59,6 +63,11 @@ SCRATCH_ELEMENTS = 128 * 1024
 
 # Output channels handled by one work item (each re-uses the item's scratch).
 CO_CHUNK = 64
+
+# Output positions (input-gradient phase positions) per item of the strided
+# loops: their scratch phases, stride * (STRIDED_TILE + lag) elements, stay
+# in L1/L2.
+STRIDED_TILE = 2048
 
 # An item with 2 to FEW_ROWS output channels takes its taps outermost:
 # each block of input rows is read once for all its channels, whose output
@@ -387,28 +396,58 @@ def forward_shifted(x, shift, weight, bias, groups, dilation, out):
                           L_out, C_in_g, K, C_out_g, T, nblocks, nco, chunk)
 
 
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def _phase_rows(xrow, start, stride, length, ph):
+    """ph[r * length + j] = xrow[start + j*s + r], or 0 past the row's end.
+
+    The phases of a row from ``start``: the stride-s reads of any tap are a
+    contiguous window of one of them.
+    """
+    L = xrow.shape[0]
+    for r in range(stride):
+        dst = ph[r * length : (r + 1) * length]
+        for j in range(length):
+            p = start + j * stride + r
+            dst[j] = xrow[p] if p < L else 0
+
+
 @njit(**JIT_OPTIONS)
 def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
-    """Plain loops for stride > 1 (see ``forward``); rows are independent."""
+    """Loops for stride > 1 (see ``forward``) over the phases of each input row.
+
+    Items are (sample, output channel, block of STRIDED_TILE positions). For
+    each input channel the item copies the s phases of the positions its
+    block reads (``_phase_rows``); tap k then reads phase (k*d) % s from
+    position (k*d) // s on, contiguously, so the loop over positions
+    vectorises. The taps of each output are summed in the order ci, k.
+    """
     N, C_out, L_out = out.shape
     C_in_g = weight.shape[1]
     K = weight.shape[2]
     C_out_g = C_out // groups
-    for r in prange(N * C_out):
+    lag = ((K - 1) * dilation) // stride
+    blocks = (L_out + STRIDED_TILE - 1) // STRIDED_TILE
+    for item in prange(N * C_out * blocks):
+        r = item // blocks
+        t0 = (item - r * blocks) * STRIDED_TILE
+        m = min(STRIDED_TILE, L_out - t0)
         n = r // C_out
         co = r - n * C_out
         c0 = (co // C_out_g) * C_in_g
-        row = out[n, co]
+        length = m + lag
+        ph = np.empty(stride * length, dtype=out.dtype)
+        row = out[n, co, t0 : t0 + m]
         b = bias[co]
-        for t in range(L_out):
+        for t in range(m):
             row[t] = b
         for ci in range(C_in_g):
-            xrow = xp[n, c0 + ci]
+            _phase_rows(xp[n, c0 + ci], t0 * stride, stride, length, ph)
             for k in range(K):
                 wv = weight[co, ci, k]
-                off = k * dilation
-                for t in range(L_out):
-                    row[t] += wv * xrow[off + t * stride]
+                tap = k * dilation
+                src = ph[(tap % stride) * length + tap // stride :]
+                for t in range(m):
+                    row[t] += wv * src[t]
 
 
 @njit(**SERIAL_JIT_OPTIONS)
@@ -466,29 +505,53 @@ def grad_input_shifted(grad_output, weight, groups, dilation, crop_left, out):
 
 @njit(**JIT_OPTIONS)
 def _grad_input_strided(grad_output, weight, groups, stride, dilation, out):
-    """Scatter loops for stride > 1 (see ``grad_input``); rows are independent."""
+    """Loops for stride > 1 (see ``grad_input``), one phase of a row at a time.
+
+    Items are (sample, input channel, block of STRIDED_TILE phase positions).
+    Padded position j*s + r gets the taps k with (k*d) % s == r, from output
+    position j - (k*d) // s: for each phase r the item sums those windows of
+    the output-gradient rows, contiguously, into a scratch row, then writes
+    it out with stride s. Each position sums its terms in the order co, k.
+    """
     N, C_in, L_padded = out.shape
     C_out = grad_output.shape[1]
     L_out = grad_output.shape[2]
     C_in_g = weight.shape[1]
     K = weight.shape[2]
     C_out_g = C_out // groups
-    for r in prange(N * C_in):
-        n = r // C_in
-        c = r - n * C_in
+    L_phase = (L_padded + stride - 1) // stride
+    blocks = (L_phase + STRIDED_TILE - 1) // STRIDED_TILE
+    for item in prange(N * C_in * blocks):
+        row_index = item // blocks
+        j0 = (item - row_index * blocks) * STRIDED_TILE
+        m = min(STRIDED_TILE, L_phase - j0)
+        n = row_index // C_in
+        c = row_index - n * C_in
         group = c // C_in_g
         ci = c - group * C_in_g
         row = out[n, c]
-        for p in range(L_padded):
-            row[p] = 0
-        for j in range(C_out_g):
-            co = group * C_out_g + j
-            grow = grad_output[n, co]
-            for k in range(K):
-                wv = weight[co, ci, k]
-                off = k * dilation
-                for t in range(L_out):
-                    row[off + t * stride] += wv * grow[t]
+        acc = np.empty(m, dtype=out.dtype)
+        for r in range(stride):
+            for j in range(m):
+                acc[j] = 0
+            for jj in range(C_out_g):
+                co = group * C_out_g + jj
+                grow = grad_output[n, co]
+                for k in range(K):
+                    tap = k * dilation
+                    if tap % stride != r:
+                        continue
+                    q = tap // stride
+                    # Output positions t = j - q within [0, L_out).
+                    lo = min(max(q - j0, 0), m)
+                    hi = max(min(L_out + q - j0, m), lo)
+                    wv = weight[co, ci, k]
+                    src = grow[j0 + lo - q : j0 + hi - q]
+                    dst = acc[lo:hi]
+                    for t in range(hi - lo):
+                        dst[t] += wv * src[t]
+            for j in range(min(m, (L_padded - r - j0 * stride + stride - 1) // stride)):
+                row[(j0 + j) * stride + r] = acc[j]
 
 
 @njit(**SERIAL_JIT_OPTIONS)
