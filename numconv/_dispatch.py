@@ -161,10 +161,28 @@ BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 # float64 (auto / tiled): resnet1d 16.7 / 14.2, wide 86.2 / 80.2, tcn 16.1 /
 # 8.89, grouped 10.7 / 6.68, longkernel 48.4 / 32.6, ecg_first 121 / 98.7.
 # Each tile holds DOT_ROWS output channels (4, or 6 with AVX-512), so fewer
-# than 8 per group waste most of it; each block of positions ends in a sum
-# across vector lanes, which short rows (textcnn's 100) do not amortise.
+# than 8 per group waste most of it. Each block of positions ends in a sum
+# across vector lanes; since rows shorter than a block are taken several
+# samples at a time (``numconv._kernels.tiled.dots_block``), short rows pay
+# for it only when the whole call is small, and there too few units are left
+# to keep both threads busy. AMD Zen 5 (AVX-512), through conv1d_grad_weight,
+# interleaved, medians of 9, ms, previous choice (im2col or gemm) / tiled;
+# (N, C, C, L_out, K):
+#
+#   float32  textcnn 10.2 / 6.36      (64, 64, 64, 100, 3) 0.98 / 0.60
+#   (64, 64, 64, 50, 3) 0.60 / 0.51   (256, 64, 64, 16, 3) 1.14 / 0.67
+#   (64, 128, 128, 32, 3) 1.23 / 0.97 (128, 128, 128, 16, 3) 1.34 / 1.24
+#   (8, 512, 512, 128, 3) 14.4 / 9.33 (8, 256, 256, 100, 3) 2.93 / 2.37
+#   float64  textcnn 19.4 / 13.5      (64, 64, 64, 100, 3) 1.65 / 1.09
+#   and, fewer than DOTS_MIN_POSITIONS positions in all and rows shorter than
+#   DOTS_MIN_LENGTH, float32 (32, 128, 128, 32, 3) 0.56-0.62 / 0.95-1.06,
+#   (32, 64, 64, 32, 3) 0.25 / 0.29, (32, 256, 256, 32, 3) 3.92 / 4.08,
+#   (4, 64, 64, 100, 3) 0.115 / 0.126, float64 (32, 128, 128, 32, 3) 1.08 /
+#   1.78; one such case went the other way ((16, 128, 128, 32, 3) 0.55 /
+#   0.44).
 DOTS_MIN_ROWS = 8
-DOTS_MIN_LENGTH = 160
+DOTS_MIN_LENGTH = 100
+DOTS_MIN_POSITIONS = 2048
 
 # A strided layer with a polyphase form runs the dot products on its phases
 # (see ``numconv._kernels.tiled.POLYPHASE``) when each phase keeps at least
@@ -175,6 +193,23 @@ DOTS_MIN_LENGTH = 160
 # 4, 2) 7.63-7.69 / 6.93-6.96; (16, 128, 128, 2048, 2, 2) 8.46-8.63 /
 # 9.98-10.4.
 PHASE_DOTS_MIN_K = 2
+
+# When K is not a multiple of the stride, the phase form pads the taps with
+# zeros (``numconv._polyphase``, dropped after the sums); it pays while the
+# padded taps are at most 1 / PHASE_PADDED_SHARE of all. AMD Zen 5, through
+# conv1d_grad_weight, interleaved, medians of 7, ms, gemm (the previous
+# choice) / tiled on the phases; (N, C_in, C_out, L, K, stride):
+#
+#   float32  w2v_strided 95.1 / 76.1        (16, 64, 64, 2048, 3, 2) 2.73 / 1.79
+#   (16, 64, 128, 2048, 5, 2) 7.49 / 4.57   (16, 64, 64, 2048, 5, 3) 3.21 / 2.05
+#   (16, 64, 64, 2048, 7, 3) 4.02 / 2.47    (16, 32, 32, 2048, 3, 2) 0.97 / 0.63
+#   (16, 128, 128, 2048, 3, 2) 9.79 / 6.78
+#   float64  w2v_strided 190 / 167          (16, 64, 64, 2048, 3, 2) 6.63 / 5.12
+#   (16, 128, 128, 2048, 3, 2) 20.5 / 16.8
+#
+# Three padded taps of eight lose in float64 ((16, 64, 64, 2048, 5, 4) 5.63 /
+# 6.85; float32 2.48 / 1.90).
+PHASE_PADDED_SHARE = 4
 
 # A strided input gradient with a polyphase form and too few channels for
 # BLAS: the tiled products on the phases once they have this many rows
@@ -187,6 +222,38 @@ PHASE_DOTS_MIN_K = 2
 # past BLAS_MIN_CHANNELS the shifted BLAS products stay ((16, 64, 128, 2048,
 # 4, 2) 8.8-9.8 / 9.2-10.6).
 PHASE_MIN_ROWS = 4
+
+# A strided input gradient without a polyphase form (K not a multiple of the
+# stride, d = 1): the tiled products one phase at a time
+# (``numconv._polyphase``, sub-kernels of ceil((K - r) / s) taps), once a
+# group has PHASEWISE_MIN_ROWS input channels and each phase product
+# TILED_MIN_DEPTH steps (C_out/g * ceil(K / s)). AMD Zen 5, through
+# conv1d_grad_input, interleaved, medians of 7, ms, direct / gemm / tiled;
+# (N, C_in, C_out, L, K, stride):
+#
+#   float32  w2v_strided 236 / 89.3 / 51.3   (16, 64, 64, 2048, 3, 2) 5.10 / 2.43 / 1.52
+#   (16, 64, 128, 2048, 5, 2) 16.1 / 7.32 / 3.56
+#   (16, 128, 128, 2048, 3, 2) 20.5 / 8.55 / 4.99
+#   (8, 256, 256, 2048, 2, 3) 22.9 / 7.61 / 4.62
+#   (16, 12, 64, 4096, 15, 2) 7.56 / 7.46 / 2.19
+#   (16, 8, 64, 2048, 3, 2) 0.71 / 0.71 / 0.30  (16, 3, 64, 4096, 7, 2) 0.88 / 3.19 / 0.69
+#   (16, 4, 64, 2048, 3, 2) 0.34 / 0.60 / 0.26  (8, 16, 16, 2048, 3, 2) 0.22 / 0.17 / 0.15
+#   float64  w2v_strided 449 / 185 / 109     (16, 64, 64, 2048, 3, 2) 8.10 / 4.76 / 2.93
+#   (16, 4, 64, 2048, 3, 2) 0.53 / 0.74 / 0.44
+#
+# Two input channels, shallow phase products, or calls of fewer than
+# PHASEWISE_MIN_WORK multiply-adds, whose s + 1 kernel calls cost more than
+# they save, stay with the other families: (16, 2, 64, 4096, 5, 2) 0.43 /
+# 1.92 / 0.56, (16, 64, 4, 2048, 3, 2) 0.73 / 0.55 / 0.79, (16, 8, 8, 2048,
+# 3, 2) 0.16 / 0.19 / 0.17, (8, 16, 16, 1024, 3, 2) 0.13 / 0.09 / 0.09,
+# (4, 16, 16, 1024, 3, 2) 0.08 / 0.06 / 0.09, (1, 4, 8, 64, 3, 2) 0.02 /
+# 0.02 / 0.05; (4, 64, 64, 512, 3, 2) 0.60 / 0.19 / 0.17 passes. Against
+# the polyphase form where that applies, one phase at a time was mixed
+# (tiled, float32, ms, phase form / one phase at a time: (16, 64, 64, 2048, 4,
+# 2) 3.42 / 1.71, (16, 2, 64, 2048, 4, 2) 0.20 / 0.28, (8, 16, 512, 16000, 10,
+# 5) 11.8 / 14.2), so the phase form keeps those.
+PHASEWISE_MIN_ROWS = 3
+PHASEWISE_MIN_WORK = 1 << 22
 
 # Depthwise layers at stride 1 (one input and one output channel per group):
 # the tiled family's row tiles (``numconv._kernels.tiled.depthwise_kernel``,
@@ -288,12 +355,7 @@ def _rule(spec, op):
     elif op == "grad_input" and spec.stride == 1:
         name = _tiled_or_direct(spec, c_in, c_out * K, c_out)
     elif op == "grad_input":
-        if min(c_in, c_out) >= BLAS_MIN_CHANNELS:
-            name = "gemm"
-        elif _phase_product(spec, c_in, c_out):
-            name = "tiled"
-        else:
-            name = "direct"
+        name = _strided_grad_input_family(spec, c_in, c_out)
     else:
         name = _grad_weight_family(spec)
     return name if FAMILIES[name].supports(spec, op) else "direct"
@@ -310,6 +372,20 @@ def _strided_products(spec):
         return False
     work = spec.N * spec.C_out * spec.C_in_per_group * spec.K * spec.L_out
     return work >= STRIDED_MIN_WORK
+
+
+def _strided_grad_input_family(spec, c_in, c_out):
+    if _polyphase.runs_phasewise(spec, tiled, "grad_input"):
+        depth = c_out * _polyphase.phase_taps(spec)
+        work = spec.N * spec.C_in * c_out * spec.K * spec.L_out
+        if (c_in >= PHASEWISE_MIN_ROWS and depth >= TILED_MIN_DEPTH
+                and work >= PHASEWISE_MIN_WORK):
+            return "gemm" if min(c_in, c_out) >= BLAS_WIDE else "tiled"
+    if min(c_in, c_out) >= BLAS_MIN_CHANNELS:
+        return "gemm"
+    if _phase_product(spec, c_in, c_out):
+        return "tiled"
+    return "direct"
 
 
 def _phase_product(spec, c_in, c_out):
@@ -331,8 +407,13 @@ def _depthwise_family(spec, op):
 
 def _grad_weight_family(spec):
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
-    phases = _polyphase.rewrites(spec) and spec.K // spec.stride >= PHASE_DOTS_MIN_K
-    dots = c_out >= DOTS_MIN_ROWS and spec.L_out >= DOTS_MIN_LENGTH
+    taps = _polyphase.phase_taps(spec) * spec.stride
+    phases = (_polyphase.applies(spec, tiled, "grad_weight")
+              and taps // spec.stride >= PHASE_DOTS_MIN_K
+              and (taps - spec.K) * PHASE_PADDED_SHARE <= taps)
+    long_enough = (spec.L_out >= DOTS_MIN_LENGTH
+                   or spec.N * spec.L_out >= DOTS_MIN_POSITIONS)
+    dots = c_out >= DOTS_MIN_ROWS and long_enough
     if dots and (spec.stride == 1 or phases):
         return "tiled"
     depth = c_in * spec.K

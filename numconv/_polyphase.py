@@ -20,9 +20,25 @@ multiplied by a NaN or Inf input outside an output's receptive field would
 turn that output into NaN, against IEEE semantics; those specs run the
 family's strided kernels instead.
 
+The weight gradient is the exception: it can take any K at d = 1. Its taps
+are padded with zeros to ``ceil(K / s) * s``; the padded taps' sums, the only
+ones that multiply inputs outside the receptive field, are computed on the
+phase input (zeros past the input's end) and dropped, and every real tap
+reads exactly the inputs it reads at stride s. Wasted work: the padded taps,
+up to s - 1 of them.
+
+The input gradient has a form without padded taps for any K at d = 1:
+padded position ``j*s + r`` takes the taps k = q*s + r, so phase r of the
+input gradient is the stride-1 input gradient of the sub-kernel
+``weight[:, :, r::s]`` (ceil((K - r) / s) taps), one call per phase, whose
+results are interleaved into the padded positions.
+
 A family opts in with a module attribute ``POLYPHASE``, the tuple of
-operations ("forward", "grad_input", "grad_weight") it runs in the phase form;
-its kernels then see stride 1 for every spec the rewrite applies to.
+operations ("forward", "grad_input", "grad_weight") it runs in the phase form,
+with ``PADDED_TAPS``, those of them it also runs with padded taps, and with
+``PHASEWISE``, the operations it runs one phase at a time where the phase
+form does not apply; its kernels then see stride 1 for every spec a rewrite
+applies to.
 
 Implicit zero padding
 ---------------------
@@ -44,20 +60,41 @@ from numconv._config import JIT_OPTIONS
 from numconv._padding import ZeroPadded
 
 
-def rewrites(spec):
-    """True when ``spec`` has a polyphase form without structural zeros."""
-    return spec.stride > 1 and spec.dilation == 1 and spec.K % spec.stride == 0
+def rewrites(spec, padded_taps=False):
+    """True when ``spec`` has a polyphase form without structural zeros, or,
+    with ``padded_taps``, one whose padded taps are dropped (any K)."""
+    if spec.stride == 1 or spec.dilation != 1:
+        return False
+    return padded_taps or spec.K % spec.stride == 0
 
 
 def applies(spec, family, op):
     """True when ``family`` should run ``op`` of ``spec`` in the polyphase form."""
-    return op in getattr(family, "POLYPHASE", ()) and rewrites(spec)
+    if op not in getattr(family, "POLYPHASE", ()):
+        return False
+    return rewrites(spec, op in getattr(family, "PADDED_TAPS", ()))
+
+
+def runs_phasewise(spec, family, op):
+    """True when ``family`` runs ``op`` of ``spec`` one phase at a time."""
+    return (
+        op in getattr(family, "PHASEWISE", ())
+        and spec.stride > 1
+        and spec.dilation == 1
+        and not applies(spec, family, op)
+    )
+
+
+def phase_taps(spec):
+    """Taps per phase: ceil(K / s)."""
+    return -(-spec.K // spec.stride)
 
 
 def phase_spec(spec):
-    """The stride-1 spec of the phase form: s*C_in channels, K/s taps, no padding."""
+    """The stride-1 spec of the phase form: s*C_in channels, ceil(K/s) taps, no
+    padding."""
+    K_phase = phase_taps(spec)
     s = spec.stride
-    K_phase = spec.K // s
     return dataclasses.replace(
         spec,
         C_in=spec.C_in * s,
@@ -106,8 +143,50 @@ def _interleave(gph, stride, out):
             orow[p] = gph[n, ci * stride + p - j * stride, j] if j < L_phase else 0
 
 
+@njit(**JIT_OPTIONS)
+def _interleave_phases(flat, lengths, stride, out):
+    """out[n, c, j*s + r] = phase r's gph[n, c, j]; positions past a phase get 0.
+
+    flat holds the phases one after another, phase r as (N, C, lengths[r]) in
+    C order; out : (N, C, L_padded), fully overwritten.
+    """
+    N, C, L_padded = out.shape
+    offsets = np.zeros(stride, dtype=np.int64)
+    for r in range(1, stride):
+        offsets[r] = offsets[r - 1] + N * C * lengths[r - 1]
+    for row in prange(N * C):
+        n = row // C
+        orow = out[n, row - n * C]
+        for r in range(stride):
+            m = lengths[r]
+            src = flat[offsets[r] + row * m : offsets[r] + (row + 1) * m]
+            for j in range((L_padded - r + stride - 1) // stride):
+                orow[j * stride + r] = src[j] if j < m else 0
+
+
+def _grad_input_by_phase(family, grad_output, weight, spec, out):
+    """``run_grad_input`` one phase at a time (see the module docstring)."""
+    s = spec.stride
+    N, _, L_out = grad_output.shape
+    C_in = out.shape[1]
+    taps = [len(range(r, spec.K, s)) for r in range(s)]
+    lengths = np.array([L_out + k - 1 if k else 0 for k in taps], dtype=np.int64)
+    flat = np.empty(N * C_in * int(lengths.sum()), dtype=spec.dtype)
+    start = 0
+    for r in range(s):
+        if taps[r] == 0:
+            continue
+        size = N * C_in * int(lengths[r])
+        gph = flat[start : start + size].reshape(N, C_in, int(lengths[r]))
+        w_r = np.ascontiguousarray(weight[:, :, r::s])
+        family.grad_input(grad_output, w_r, spec.groups, 1, 1, gph)
+        start += size
+    _interleave_phases(flat, lengths, s, out)
+
+
 def split_input(xp, spec):
-    """Phase input (N, C_in*s, L_out + K/s - 1) of a padded or ZeroPadded input."""
+    """Phase input (N, C_in*s, L_out + ceil(K/s) - 1) of a padded or ZeroPadded
+    input."""
     pspec = phase_spec(spec)
     if isinstance(xp, ZeroPadded):
         x, shift = xp.x, xp.pad_left
@@ -125,11 +204,12 @@ def phase_weight(weight, stride):
     return np.ascontiguousarray(w.reshape(C_out, C_in_g * stride, K // stride))
 
 
-def weight_from_phases(gw_phase, stride):
-    """Inverse of ``phase_weight``: (C_out, C_in_g*s, K/s) -> (C_out, C_in_g, K)."""
+def weight_from_phases(gw_phase, stride, K):
+    """Inverse of ``phase_weight``: (C_out, C_in_g*s, ceil(K/s)) -> (C_out,
+    C_in_g, K), the padded taps dropped."""
     C_out, rows, K_phase = gw_phase.shape
     w = gw_phase.reshape(C_out, rows // stride, stride, K_phase).transpose(0, 1, 3, 2)
-    return np.ascontiguousarray(w.reshape(C_out, rows // stride, K_phase * stride))
+    return w.reshape(C_out, rows // stride, K_phase * stride)[:, :, :K]
 
 
 def run_forward(family, xp, weight, bias, spec, out):
@@ -157,6 +237,8 @@ def run_grad_input(family, grad_output, weight, spec, out):
         wph = phase_weight(weight, spec.stride)
         family.grad_input(grad_output, wph, spec.groups, 1, 1, gph)
         _interleave(gph, spec.stride, out)
+    elif runs_phasewise(spec, family, "grad_input"):
+        _grad_input_by_phase(family, grad_output, weight, spec, out)
     else:
         family.grad_input(
             grad_output, weight, spec.groups, spec.stride, spec.dilation, out
@@ -204,7 +286,7 @@ def run_backward(family, xp, grad_output, weight, spec, gx, gw, bias_out):
     gw_phase = np.empty(pspec.weight_shape, dtype=spec.dtype)
     family.backward_shifted(xph, 0, grad_output, wph, 1, gw_phase, bias_out, gph)
     _interleave(gph, spec.stride, gx)
-    gw[...] = weight_from_phases(gw_phase, spec.stride)
+    gw[...] = weight_from_phases(gw_phase, spec.stride, spec.K)
 
 
 def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
@@ -225,7 +307,7 @@ def run_grad_weight(family, xp, grad_output, spec, out, bias_out=None):
                                             gw_phase, bias_out)
         else:
             family.grad_weight(xph, grad_output, spec.groups, 1, 1, gw_phase)
-        out[...] = weight_from_phases(gw_phase, spec.stride)
+        out[...] = weight_from_phases(gw_phase, spec.stride, spec.K)
         return fused
     elif isinstance(xp, ZeroPadded) and spec.stride == 1 and hasattr(
         family, "grad_weight_shifted"

@@ -150,7 +150,7 @@ def test_polyphase_weight_round_trip():
         for k in range(12):
             q, r = divmod(k, s)
             np.testing.assert_array_equal(wph[:, r::s][:, :, q], w[:, :, k])
-        np.testing.assert_array_equal(_polyphase.weight_from_phases(wph, s), w)
+        np.testing.assert_array_equal(_polyphase.weight_from_phases(wph, s, w.shape[2]), w)
 
 
 @pytest.mark.parametrize("pad", [(0, 0), (3, 2), (7, 0)])

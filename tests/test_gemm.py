@@ -274,10 +274,10 @@ def test_cached_kernel_calls_blas_in_a_fresh_process(tmp_path):
 def test_dispatcher_picks_families_by_channels_per_group():
     from numconv._spec import build_spec
 
-    def spec(C_in, C_out, groups, K=3, L=64, stride=1):
+    def spec(C_in, C_out, groups, K=3, L=64, stride=1, dilation=1):
         return build_spec(
             N=2, C_in=C_in, L=L, weight_shape=(C_out, C_in // groups, K),
-            stride=stride, padding=1, dilation=1, groups=groups,
+            stride=stride, padding=1, dilation=dilation, groups=groups,
             padding_mode="zeros", dtype=np.float32, batched=True,
         )
 
@@ -312,10 +312,20 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 64, K=31, L=2048), "grad_weight") == "tiled"
     assert _dispatch.choose(spec(64, 64, 64, K=4, L=2048), "grad_weight") == "direct"
     assert _dispatch.choose(spec(2, 2, 2, K=31, L=2048), "grad_weight") == "direct"
-    # A strided input gradient: the shifted BLAS products once both channel
-    # counts reach BLAS_MIN_CHANNELS.
-    assert _dispatch.choose(spec(64, 64, 1, stride=2), "grad_input") == "gemm"
-    assert _dispatch.choose(spec(16, 64, 1, stride=2), "grad_input") == "direct"
+    # A strided input gradient without a polyphase form: the tiled products
+    # one phase at a time from PHASEWISE_MIN_ROWS input channels and
+    # PHASEWISE_MIN_WORK multiply-adds (with AVX2 the widest go to BLAS);
+    # below that, the shifted BLAS products once both channel counts reach
+    # BLAS_MIN_CHANNELS.
+    op = "grad_input"
+    assert _dispatch.choose(spec(64, 64, 1, L=4096, stride=2), op) == "tiled"
+    assert _dispatch.choose(spec(3, 64, 1, K=7, L=4096, stride=2), op) == "tiled"
+    wide = "tiled" if tiled.AVX512 else "gemm"
+    assert _dispatch.choose(spec(256, 256, 1, L=4096, stride=2), op) == wide
+    assert _dispatch.choose(spec(2, 64, 1, K=5, L=4096, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 1, stride=2), op) == "gemm"
+    assert _dispatch.choose(spec(16, 64, 1, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(64, 64, 1, L=4096, stride=2, dilation=2), op) == "gemm"
     # With a polyphase form and too few channels for BLAS: the tiled products
     # on the phases once they have PHASE_MIN_ROWS rows.
     op = "grad_input"
@@ -333,9 +343,22 @@ def test_dispatcher_picks_families_by_channels_per_group():
         assert _dispatch.choose(spec(C_in, C_out, groups, K=K, L=2048), op) == "tiled"
     assert _dispatch.choose(spec(64, 64, 64, L=2048), op) == "direct"
     assert _dispatch.choose(spec(32, 4, 1, L=2048), op) == "direct"
+    # Rows shorter than DOTS_MIN_LENGTH: the dot products once the batch holds
+    # DOTS_MIN_POSITIONS output positions in all.
+    def batch(N, L_out):
+        return build_spec(
+            N=N, C_in=64, L=L_out, weight_shape=(64, 64, 3), stride=1, padding=1,
+            dilation=1, groups=1, padding_mode="zeros", dtype=np.float32,
+            batched=True,
+        )
+
+    assert _dispatch.choose(batch(64, 50), op) == "tiled"
+    assert _dispatch.choose(batch(32, 64), op) == "tiled"
+    assert _dispatch.choose(batch(32, 32), op) != "tiled"
+    assert _dispatch.choose(batch(8, 100), op) == "tiled"
     # Short rows, or stride > 1: BLAS past BLAS_MIN_CHANNELS output channels per
     # group, im2col while its depth C_in/g * K is shallow, gemm beyond.
-    assert _dispatch.choose(spec(64, 64, 1, L=2048, stride=2), op) == "im2col"
+    assert _dispatch.choose(spec(64, 64, 1, K=1, L=2048, stride=2), op) == "im2col"
     assert _dispatch.choose(spec(256, 256, 1), op) == "gemm"
     assert _dispatch.choose(spec(256, 256, 2), op) == "gemm"
     assert _dispatch.choose(spec(32, 32, 1, K=31), op) == "gemm"
@@ -348,20 +371,29 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 1), op) == "im2col"
     # A thin input with a kernel so long that one block's scratch would pass
     # its budget: the shifted products, which need no scratch.
-    assert _dispatch.choose(spec(12, 64, 1, K=999, L=4096, stride=2), op) == "gemm"
+    op_spec = spec(12, 64, 1, K=999, L=4096, stride=2, dilation=2)
+    assert _dispatch.choose(op_spec, op) == "gemm"
     # A strided layer with a polyphase form and two taps or more per phase:
     # the dot products on its phases; one tap per phase stays with BLAS.
     assert _dispatch.choose(spec(1, 512, 1, K=10, L=16000, stride=5), op) == "tiled"
     assert _dispatch.choose(spec(12, 64, 1, K=1000, L=4096, stride=2), op) == "tiled"
     assert _dispatch.choose(spec(128, 128, 1, K=2, L=2048, stride=2), op) == "im2col"
+    # K not a multiple of the stride: the phases with padded taps while those
+    # are at most 1 / PHASE_PADDED_SHARE of all.
+    assert _dispatch.choose(spec(64, 64, 1, L=2048, stride=2), op) == "tiled"
+    assert _dispatch.choose(spec(3, 64, 1, K=7, L=2048, stride=2), op) == "tiled"
+    assert _dispatch.choose(spec(64, 64, 1, K=7, L=2048, stride=3), op) == "tiled"
+    assert _dispatch.choose(spec(64, 64, 1, K=5, L=2048, stride=4), op) == "gemm"
     assert _dispatch.choose(spec(1, 512, 1, K=10), op) == "direct"
     assert _dispatch.choose(spec(4, 128, 1, K=3), op) == "direct"
-    # A strided layer without a polyphase form and too few channels for the
-    # rule above: BLAS once groups have more than one channel on a side and
-    # the call STRIDED_MIN_WORK multiply-adds, im2col while its scratch fits.
-    assert _dispatch.choose(spec(16, 16, 1, L=256, stride=2), op) == "im2col"
+    # A strided layer without a polyphase form (a dilation) and too few
+    # channels for the rule above: BLAS once groups have more than one channel
+    # on a side and the call STRIDED_MIN_WORK multiply-adds, im2col while its
+    # scratch fits.
+    assert _dispatch.choose(spec(16, 16, 1, L=256, stride=2, dilation=2), op) == "im2col"
     assert _dispatch.choose(spec(64, 64, 32, L=256, stride=2), op) == "im2col"
-    assert _dispatch.choose(spec(8, 8, 1, K=999, L=4096, stride=2), op) == "gemm"
+    op_spec = spec(8, 8, 1, K=999, L=4096, stride=2, dilation=2)
+    assert _dispatch.choose(op_spec, op) == "gemm"
     assert _dispatch.choose(spec(16, 16, 1, L=64, stride=2), op) == "direct"
     assert _dispatch.choose(spec(64, 64, 64, L=4096, stride=2), op) == "direct"
-    assert _dispatch.choose(spec(16, 16, 1, K=4, L=256, stride=2), op) == "direct"
+    assert _dispatch.choose(spec(16, 16, 1, K=4, L=128, stride=2), op) == "direct"

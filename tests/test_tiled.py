@@ -221,6 +221,93 @@ def test_gradients_on_the_phases_of_a_strided_layer(dtype):
     assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")
 
 
+# Weight gradients of strided layers whose K is not a multiple of the stride,
+# on the phases with padded taps: (N, groups, C_in/g, C_out/g, K, stride,
+# left, right, L). The input ends in positions that no real tap reads
+# (stride - 1 of them past the last window, at most) and those hold NaN: the
+# padded taps read them, and their sums must be dropped.
+PADDED_TAP_LAYERS = {
+    "k3_s2": (2, 1, 3, 9, 3, 2, 1, 0, 403),
+    "k7_s3_groups": (2, 2, 3, 8, 7, 3, 2, 0, 301),
+    "k5_s2_long": (1, 1, 4, 13, 5, 2, 2, 0, 3 * 4096 + 10),
+    "k3_s4": (3, 1, 2, 8, 3, 4, 0, 0, 205),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(PADDED_TAP_LAYERS))
+def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
+    import numconv
+    from numconv import _dispatch, _polyphase
+    from numconv._spec import build_spec
+
+    N, groups, C_in_g, C_out_g, K, s, left, right, L = PADDED_TAP_LAYERS[name]
+    layer = (N, groups, C_in_g, C_out_g, K, 1, s, left, right, L, dtype, 3)
+    x, w, _, g = _arrays(layer)
+    spec = build_spec(
+        N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=s,
+        padding=(left, right), dilation=1, groups=groups, padding_mode="zeros",
+        dtype=np.dtype(dtype), batched=True,
+    )
+    assert spec.K % s != 0
+    assert _polyphase.applies(spec, tiled, "grad_weight")
+    assert not _polyphase.applies(spec, tiled, "grad_input")
+    # Padded positions up to (L_out - 1) * s + K - 1 are read; the rest of x
+    # is not, and gets NaN.
+    unread = left + L + right - ((spec.L_out - 1) * s + K) - right
+    assert unread > 0
+    x[:, :, L - unread:] = np.nan
+    with _dispatch.force("tiled"):
+        gw = numconv.conv1d_grad_weight(x, g, K, stride=s, padding=(left, right),
+                                        groups=groups)
+        gw_bias = numconv.conv1d_backward(x, w, g, stride=s, padding=(left, right),
+                                          groups=groups)
+    x_read = np.nan_to_num(x, nan=0.0)
+    _, gw_ref = ref_grads(x_read, w, g, s, left, right, 1, groups)
+    _, scale = ref_grads(np.abs(x_read), np.abs(w), np.abs(g), s, left, right, 1,
+                         groups)
+    assert np.isfinite(gw).all()
+    assert_close(gw, gw_ref, scale, dtype, "grad_weight")
+    np.testing.assert_array_equal(gw_bias[1], gw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(PADDED_TAP_LAYERS))
+def test_input_gradient_one_phase_at_a_time(name, dtype):
+    import numconv
+    from numconv import _dispatch, _polyphase
+    from numconv._spec import build_spec
+
+    # The same layers: each phase its own sub-kernel, a phase without taps
+    # (K = 3 < stride = 4) all zeros, and NaN in grad_output reaching exactly
+    # the inputs its output reads.
+    N, groups, C_in_g, C_out_g, K, s, left, right, L = PADDED_TAP_LAYERS[name]
+    layer = (N, groups, C_in_g, C_out_g, K, 1, s, left, right, L, dtype, 5)
+    x, w, _, g = _arrays(layer)
+    spec = build_spec(
+        N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=s,
+        padding=(left, right), dilation=1, groups=groups, padding_mode="zeros",
+        dtype=np.dtype(dtype), batched=True,
+    )
+    assert _polyphase.runs_phasewise(spec, tiled, "grad_input")
+    kwargs = dict(stride=s, padding=(left, right), groups=groups)
+    with _dispatch.force("tiled"):
+        gx = numconv.conv1d_grad_input(g, w, L, **kwargs)
+    gx_ref, _ = ref_grads(x, w, g, s, left, right, 1, groups)
+    scale, _ = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, left, right, 1, groups)
+    assert_close(gx, gx_ref, scale, dtype, "grad_input")
+
+    t = spec.L_out // 2
+    g[0, 0, t] = np.nan
+    with _dispatch.force("tiled"):
+        gx = numconv.conv1d_grad_input(g, w, L, **kwargs)
+    reached = {t * s + k - left for k in range(K)} & set(range(L))
+    for c in range(groups * C_in_g):
+        bad = set(np.flatnonzero(np.isnan(gx[0, c])))
+        assert bad == (reached if c < C_in_g else set()), (c, bad, reached)
+    assert not np.isnan(gx[1:]).any()
+
+
 # (N, C_in, C_out, L, K, stride, padding): rows cut into units of several
 # SUM_BLOCK blocks, a unit of one block, and the phases of a strided layer.
 BIAS_LAYERS = {

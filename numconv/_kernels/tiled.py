@@ -125,7 +125,13 @@ NARROW_VECTORS = VECTORS // 2
 # one: weight gradient float32 4.29-4.65 / 3.45-4.77, float64 8.64-9.18 /
 # 6.16-6.39; input gradient float32 5.0-5.2 / 3.8-4.1, float64 8.5-9.6 /
 # 7.3-7.8. The forward pass keeps its strided panels (see ``numconv._dispatch``).
+# Where K is not a multiple of the stride (d = 1), the weight gradient runs
+# on the phases with padded taps and the input gradient one phase at a time
+# (``numconv._polyphase``); the timings that chose them are in
+# ``numconv._dispatch`` (PHASE_PADDED_SHARE, PHASEWISE_MIN_ROWS).
 POLYPHASE = ("grad_weight", "grad_input")
+PADDED_TAPS = ("grad_weight",)
+PHASEWISE = ("grad_input",)
 
 # Rows of x that lie a multiple of this many bytes apart fall into a few of
 # L1's sets, so a panel read in place does not stay in L1 while the row tiles
@@ -1266,13 +1272,15 @@ def _depthwise(weight, groups):
 def supports(spec, op):
     """Specs with at least one input and output channel per group.
 
-    Both gradients at stride > 1 are ``gemm``'s, with its limits, except in
-    the polyphase form (see ``POLYPHASE``).
+    Both gradients at stride > 1 are ``gemm``'s, with its limits, except at
+    d = 1, where they run in the phase forms (see ``POLYPHASE``).
     """
     if spec.C_in_per_group * spec.K == 0 or spec.C_out_per_group == 0:
         return False
     if op != "forward" and spec.stride > 1:
-        if op in POLYPHASE and _polyphase.rewrites(spec):
+        if op in POLYPHASE and _polyphase.rewrites(spec, op in PADDED_TAPS):
+            return True
+        if op in PHASEWISE and spec.dilation == 1:
             return True
         return shifted.supports(spec, op)
     return True
