@@ -253,6 +253,29 @@ PHASE_MIN_ROWS = 4
 # 2) 3.42 / 1.71, (16, 2, 64, 2048, 4, 2) 0.20 / 0.28, (8, 16, 512, 16000, 10,
 # 5) 11.8 / 14.2), so the phase form keeps those.
 PHASEWISE_MIN_ROWS = 3
+
+# The forward pass on the joined batch (rows of every sample one after
+# another, ``numconv._polyphase``) against the tiled family's own, on the
+# tiled family's choices, interleaved, medians of 9, ms, own / joined; AMD Zen
+# 5; (N, C_in, C_out, L, K, padding):
+#
+#   float32 (64, 300, 100, L, 5, 2), textcnn's channels, by L:
+#     50 3.93 / 3.43   96 6.17 / 5.59   100 8.11 / 6.61   128 7.72 / 7.41
+#     150 8.90 / 8.17   160 9.05 / 8.57   200 18.5 / 18.8   28 1.86 / 1.87
+#     64 3.49 / 3.59
+#   float64, the same: 50 6.92 / 5.93   64 7.77 / 7.20   100 12.5 / 11.4
+#     128 11.1 / 13.3
+#   float32 (64, 128, 128, 100, 5, 2) 3.24 / 2.96, (64, 256, 256, 100, 3, 1)
+#   7.41 / 7.21, (64, 200, 200, 100, 5, 2) 7.76 / 7.22; shallower or longer:
+#   (64, 64, 64, 100, 3, 1) 0.53 / 0.54, (32, 128, 128, 64, 3, 1) 0.55 /
+#   0.62, (16, 256, 256, 256, 3, 1) 3.71 / 4.12, (8, 512, 512, 128, 3, 1)
+#   4.34 / 4.96, float64 5.93 / 5.74 on (64, 128, 128, 100, 5, 2).
+#
+# Output rows of JOIN_ROW_BYTES and products of JOIN_MIN_DEPTH (C_in/g * K)
+# take it. The input gradient gained less and not reliably ((64, 300, 100, L,
+# 5, 2): L = 100 6.01 / 5.83, 96 5.11 / 5.42, 50 3.98 / 3.33), so it stays.
+JOIN_ROW_BYTES = (384, 800)
+JOIN_MIN_DEPTH = 512
 PHASEWISE_MIN_WORK = 1 << 22
 
 # Depthwise layers at stride 1 (one input and one output channel per group):
@@ -374,6 +397,18 @@ def _strided_products(spec):
     return work >= STRIDED_MIN_WORK
 
 
+def _joins_batch(spec, family):
+    """True when the tiled family should run the forward pass of ``spec`` on
+    the joined batch (``numconv._polyphase``)."""
+    if family is not tiled or spec.stride != 1 or spec.N < 2:
+        return False
+    row_bytes = spec.L_out * spec.dtype.itemsize
+    if not JOIN_ROW_BYTES[0] <= row_bytes <= JOIN_ROW_BYTES[1]:
+        return False
+    c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
+    return c_in * spec.K >= JOIN_MIN_DEPTH and min(c_in, c_out) > 1
+
+
 def _strided_grad_input_family(spec, c_in, c_out):
     if _polyphase.runs_phasewise(spec, tiled, "grad_input"):
         depth = c_out * _polyphase.phase_taps(spec)
@@ -433,7 +468,10 @@ def forward(xp, weight, bias, spec):
     out = _memory.empty((spec.N, spec.C_out, spec.L_out), dtype=spec.dtype)
     family = FAMILIES[choose(spec, "forward")]
     with kernel_guard():
-        _polyphase.run_forward(family, xp, weight, bias, spec, out)
+        if _joins_batch(spec, family):
+            _polyphase.run_forward_joined(family, xp, weight, bias, spec, out)
+        else:
+            _polyphase.run_forward(family, xp, weight, bias, spec, out)
     return out
 
 

@@ -40,6 +40,18 @@ with ``PADDED_TAPS``, those of them it also runs with padded taps, and with
 form does not apply; its kernels then see stride 1 for every spec a rewrite
 applies to.
 
+Joined batch
+------------
+At stride 1, a batch of short rows runs as one long row: sample n's padded
+row occupies positions [n*Lp, (n+1)*Lp) of each channel (Lp = L_padded), the
+forward pass over that row puts sample n's outputs at n*Lp + t, and the
+(K - 1) * d outputs between samples, which read two samples, are dropped.
+Every kept output reads exactly its own padded row, so the sums are the same,
+in the same order. Products on rows of about a hundred positions lose part of
+the register tile's width and its border handling to their ends; the two
+copies cost less than that where the product is deep (see
+``numconv._dispatch``).
+
 Implicit zero padding
 ---------------------
 ``numconv._padding.pad_input`` returns a ``ZeroPadded`` for zero padding: the
@@ -56,6 +68,7 @@ import dataclasses
 import numpy as np
 from numba import njit, prange
 
+from numconv import _memory
 from numconv._config import JIT_OPTIONS
 from numconv._padding import ZeroPadded
 
@@ -70,7 +83,7 @@ def rewrites(spec, padded_taps=False):
 
 def applies(spec, family, op):
     """True when ``family`` should run ``op`` of ``spec`` in the polyphase form."""
-    if op not in getattr(family, "POLYPHASE", ()):
+    if spec.stride == 1 or op not in getattr(family, "POLYPHASE", ()):
         return False
     return rewrites(spec, op in getattr(family, "PADDED_TAPS", ()))
 
@@ -182,6 +195,72 @@ def _grad_input_by_phase(family, grad_output, weight, spec, out):
         family.grad_input(grad_output, w_r, spec.groups, 1, 1, gph)
         start += size
     _interleave_phases(flat, lengths, s, out)
+
+
+@njit(**JIT_OPTIONS)
+def _join_rows(x, left, segment, out):
+    """out[0, c, n*segment + left + t] = x[n, c, t]; zeros elsewhere.
+
+    x : (N, C, L); out : (1, C, W), fully overwritten (the last segment may be
+    cut short by W or followed by zeros).
+    """
+    N, C, L = x.shape
+    W = out.shape[2]
+    for row in prange(C * N):
+        c = row // N
+        n = row - c * N
+        start = n * segment
+        stop = min(start + segment, W) if n < N - 1 else W
+        dst = out[0, c, start:stop]
+        for j in range(min(left, stop - start)):
+            dst[j] = 0
+        for t in range(L):
+            dst[left + t] = x[n, c, t]
+        for j in range(left + L, stop - start):
+            dst[j] = 0
+
+
+@njit(**JIT_OPTIONS)
+def _split_rows(joined, segment, start, out):
+    """out[n, c, t] = joined[0, c, n*segment + start + t]; out : (N, C, L)."""
+    N, C, L = out.shape
+    for row in prange(N * C):
+        n = row // C
+        c = row - n * C
+        src = joined[0, c, n * segment + start : n * segment + start + L]
+        dst = out[n, c]
+        for t in range(L):
+            dst[t] = src[t]
+
+
+# Joined rows a multiple of this many bytes long get a few more zeros at the
+# end: such rows fall into a few of L1's sets (see
+# ``numconv._kernels.tiled.GATHER_STRIDE_BYTES``).
+JOIN_ALIGNMENT_BYTES = 1024
+
+
+def _joined_length(length, itemsize):
+    if (length * itemsize) % JOIN_ALIGNMENT_BYTES == 0:
+        return length + 64 // itemsize
+    return length
+
+
+def run_forward_joined(family, xp, weight, bias, spec, out):
+    """``run_forward`` on the joined batch (see the module docstring); stride 1."""
+    if isinstance(xp, ZeroPadded):
+        x, left = xp.x, xp.pad_left
+    else:
+        x, left = xp, 0
+    N, C_in, _ = x.shape
+    segment = spec.L_padded
+    width = _joined_length(N * segment, spec.dtype.itemsize)
+    # Both from the buffer cache: fresh pages would cost a fault each.
+    joined = _memory.empty((1, C_in, width), dtype=spec.dtype)
+    _join_rows(x, left, segment, joined)
+    span = (spec.K - 1) * spec.dilation
+    y = _memory.empty((1, spec.C_out, width - span), dtype=spec.dtype)
+    family.forward(joined, weight, bias, spec.groups, 1, spec.dilation, y)
+    _split_rows(y, segment, 0, out)
 
 
 def split_input(xp, spec):

@@ -401,3 +401,55 @@ def test_backward_in_one_pass_matches_the_single_gradients(name, bias):
         scale_gx, scale = ref_grads(np.abs(x), np.abs(w), np.abs(g), s, p, p, 1, 1)
         assert_close(gx, gx_ref, scale_gx, dtype, "grad_input")
         assert_close(gw, gw_ref, scale, dtype, "grad_weight")
+
+
+# Forward passes on the joined batch (each sample's padded row after the
+# last): (N, groups, C_in/g, C_out/g, K, dilation, padding, padding_mode, L,
+# dtype), each deep enough and with rows short enough to be joined.
+JOINED_LAYERS = {
+    "textcnn_like": (3, 1, 103, 9, 5, 1, 2, "zeros", 100, np.float32),
+    "dilated_groups": (2, 2, 130, 5, 4, 2, (3, 1), "zeros", 120, np.float32),
+    "reflect": (2, 1, 103, 11, 5, 1, 2, "reflect", 100, np.float64),
+    "circular_valid_tail": (4, 1, 260, 3, 2, 1, (0, 1), "circular", 60, np.float64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOINED_LAYERS))
+def test_forward_on_the_joined_batch(name, monkeypatch):
+    import numconv
+    from numconv import _dispatch
+    from numconv._spec import build_spec
+
+    N, groups, C_in_g, C_out_g, K, d, padding, mode, L, dtype = JOINED_LAYERS[name]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, groups * C_in_g, L)).astype(dtype)
+    w = rng.standard_normal((groups * C_out_g, C_in_g, K)).astype(dtype)
+    b = rng.standard_normal(groups * C_out_g).astype(dtype)
+    spec = build_spec(
+        N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=1,
+        padding=padding, dilation=d, groups=groups, padding_mode=mode,
+        dtype=np.dtype(dtype), batched=True,
+    )
+    assert _dispatch._joins_batch(spec, tiled)
+    kwargs = dict(padding=padding, dilation=d, groups=groups, padding_mode=mode)
+    # NaN at the start of every sample but the first, and at the end of every
+    # sample but the last: the outputs between samples read both, and are
+    # dropped; no other output of a neighbouring sample may see them.
+    x[1:, :, 0] = np.nan
+    x[:-1, :, -1] = np.nan
+    with _dispatch.force("tiled"):
+        joined = numconv.conv1d(x, w, b, **kwargs)
+        monkeypatch.setattr(_dispatch, "JOIN_MIN_DEPTH", 10**9)
+        assert not _dispatch._joins_batch(spec, tiled)
+        own = numconv.conv1d(x, w, b, **kwargs)
+    np.testing.assert_array_equal(joined, own)
+    # Each sample's outputs as a batch of one, which is never joined (its
+    # blocks may differ, and with them the rounding): the same NaN, the same
+    # values to rounding.
+    rtol = 1e-4 if dtype == np.float32 else 1e-12
+    for n in range(N):
+        alone = numconv.conv1d(x[n : n + 1], w, b, **kwargs)
+        scale = np.nanmax(np.abs(alone))
+        np.testing.assert_allclose(joined[n : n + 1], alone, rtol=rtol,
+                                   atol=rtol * scale)
+    assert np.isfinite(joined).any() and np.isnan(joined).any()
