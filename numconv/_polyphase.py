@@ -245,6 +245,12 @@ def _joined_length(length, itemsize):
     return length
 
 
+# Input bytes joined at a time: the batch runs in chunks of samples whose
+# joined rows take at most this much (at least two samples), so that the two
+# joined buffers stay well under one padded copy of the input and the output.
+JOIN_CHUNK_BYTES = 4 << 20
+
+
 def run_forward_joined(family, xp, weight, bias, spec, out):
     """``run_forward`` on the joined batch (see the module docstring); stride 1."""
     if isinstance(xp, ZeroPadded):
@@ -253,14 +259,22 @@ def run_forward_joined(family, xp, weight, bias, spec, out):
         x, left = xp, 0
     N, C_in, _ = x.shape
     segment = spec.L_padded
-    width = _joined_length(N * segment, spec.dtype.itemsize)
-    # Both from the buffer cache: fresh pages would cost a fault each.
-    joined = _memory.empty((1, C_in, width), dtype=spec.dtype)
-    _join_rows(x, left, segment, joined)
+    itemsize = spec.dtype.itemsize
+    per_sample = C_in * segment * itemsize
+    chunk = min(N, max(2, JOIN_CHUNK_BYTES // per_sample))
     span = (spec.K - 1) * spec.dilation
-    y = _memory.empty((1, spec.C_out, width - span), dtype=spec.dtype)
-    family.forward(joined, weight, bias, spec.groups, 1, spec.dilation, y)
-    _split_rows(y, segment, 0, out)
+    widest = _joined_length(chunk * segment, itemsize) + 64 // itemsize
+    # Both from the buffer cache: fresh pages would cost a fault each.
+    joined_buf = _memory.empty(C_in * widest, dtype=spec.dtype)
+    y_buf = _memory.empty(spec.C_out * widest, dtype=spec.dtype)
+    for n0 in range(0, N, chunk):
+        n1 = min(N, n0 + chunk)
+        width = _joined_length((n1 - n0) * segment, itemsize)
+        joined = joined_buf[: C_in * width].reshape(1, C_in, width)
+        _join_rows(x[n0:n1], left, segment, joined)
+        y = y_buf[: spec.C_out * (width - span)].reshape(1, spec.C_out, width - span)
+        family.forward(joined, weight, bias, spec.groups, 1, spec.dilation, y)
+        _split_rows(y, segment, 0, out[n0:n1])
 
 
 def split_input(xp, spec):

@@ -407,18 +407,23 @@ def test_backward_in_one_pass_matches_the_single_gradients(name, bias):
 # last): (N, groups, C_in/g, C_out/g, K, dilation, padding, padding_mode, L,
 # dtype), each deep enough and with rows short enough to be joined.
 JOINED_LAYERS = {
-    "textcnn_like": (3, 1, 103, 9, 5, 1, 2, "zeros", 100, np.float32),
+    "textcnn_like": (5, 1, 103, 9, 5, 1, 2, "zeros", 100, np.float32),
     "dilated_groups": (2, 2, 130, 5, 4, 2, (3, 1), "zeros", 120, np.float32),
     "reflect": (2, 1, 103, 11, 5, 1, 2, "reflect", 100, np.float64),
     "circular_valid_tail": (4, 1, 260, 3, 2, 1, (0, 1), "circular", 60, np.float64),
 }
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("name", sorted(JOINED_LAYERS))
-def test_forward_on_the_joined_batch(name, monkeypatch):
+def test_forward_on_the_joined_batch(name, chunked, monkeypatch):
     import numconv
-    from numconv import _dispatch
+    from numconv import _dispatch, _polyphase
     from numconv._spec import build_spec
+
+    if chunked:
+        # Two samples joined at a time, the last chunk of one when N is odd.
+        monkeypatch.setattr(_polyphase, "JOIN_CHUNK_BYTES", 1)
 
     N, groups, C_in_g, C_out_g, K, d, padding, mode, L, dtype = JOINED_LAYERS[name]
     rng = np.random.default_rng(7)
