@@ -137,7 +137,16 @@ TILED_MIN_DEPTH = 16
 # 0.31-0.32, w2v_first (stride 5) 4.9-5.0 / 4.1-4.3; input gradient
 # (8, 64, 4, 4096, 3) 0.62-0.66 / 0.43-0.46. In float64 it was mixed
 # ((8, 4, 64, 4096, 3) forward 1.22-1.32 / 1.65-1.73), so those stay direct,
-# as do small calls (the tiny layer: 9 / 55 us).
+# as do small calls (the tiny layer: 9 / 55 us), except for forward passes of
+# a single input channel per group, first layers, where the direct family's
+# loops have the least to share across taps. AMD Zen 5, float64 forward,
+# interleaved, medians of 9, ms, direct / tiled; (N, C_in, C_out, L, K,
+# stride): w2v_first 5.60 / 3.64, (8, 1, 256, 16000, 10, 5) 2.71 / 1.53,
+# (8, 1, 64, 16000, 7, 1) 2.82 / 1.76, (8, 1, 128, 8000, 4, 2) 0.80 / 0.52,
+# (8, 1, 64, 4096, 7, 1) 0.47 / 0.26, (64, 1, 32, 1024, 3, 1) 0.22 / 0.21;
+# on Sapphire Rapids w2v_first was level (7.95 / 8.39). With more input
+# channels Zen 5 also favoured the tiled family ((8, 4, 64, 4096, 3) 0.70 /
+# 0.59, (8, 2, 64, 4096, 3) 0.35 / 0.22), Zen 4 did not (above).
 TILED_SHALLOW_MIN_OUTPUT = 2**16
 BLAS_WIDE = 2**62 if tiled.AVX512 else 256
 
@@ -339,12 +348,13 @@ DW_WEIGHT_MIN_K = 15
 STRIDED_MIN_WORK = 1 << 16
 
 
-def _tiled_or_direct(spec, rows, depth, inner):
-    """Family for a product of ``rows`` output rows and ``depth`` steps."""
+def _tiled_or_direct(spec, rows, depth, inner, thin=False):
+    """Family for a product of ``rows`` output rows and ``depth`` steps;
+    ``thin`` for a forward pass of one input channel per group."""
     if rows < TILED_MIN_ROWS:
         return "direct"
     if depth < TILED_MIN_DEPTH:
-        shallow = (spec.dtype == np.float32
+        shallow = ((spec.dtype == np.float32 or thin)
                    and spec.N * rows * spec.L_out >= TILED_SHALLOW_MIN_OUTPUT)
         return "tiled" if shallow else "direct"
     if min(rows, inner) >= BLAS_WIDE:
@@ -374,7 +384,7 @@ def _rule(spec, op):
     if spec.stride == 1 and c_in == 1 and c_out == 1:
         name = _depthwise_family(spec, op)
     elif op == "forward":
-        name = _tiled_or_direct(spec, c_out, c_in * K, c_in)
+        name = _tiled_or_direct(spec, c_out, c_in * K, c_in, thin=c_in == 1)
     elif op == "grad_input" and spec.stride == 1:
         name = _tiled_or_direct(spec, c_in, c_out * K, c_out)
     elif op == "grad_input":

@@ -298,6 +298,14 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(12, 64, 1, K=16), "forward") == "tiled"
     assert _dispatch.choose(spec(2, 256, 1, K=9), "forward") == "tiled"
     assert _dispatch.choose(spec(1, 64, 1, K=7), "forward") == "direct"
+    # Shallow float64 forward passes: tiled only with one input channel.
+    for C_in, family in ((1, "tiled"), (4, "direct")):
+        wide_f64 = build_spec(
+            N=8, C_in=C_in, L=4096, weight_shape=(64, C_in, 3), stride=1, padding=1,
+            dilation=1, groups=1, padding_mode="zeros", dtype=np.float64,
+            batched=True,
+        )
+        assert _dispatch.choose(wide_f64, "forward") == family
     assert _dispatch.choose(spec(12, 64, 1, K=16), "grad_input") == "tiled"
     for C_in, K in ((2, 9), (1, 10), (4, 3)):
         assert _dispatch.choose(spec(C_in, 64, 1, K=K), "grad_input") == "direct"
