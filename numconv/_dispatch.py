@@ -15,8 +15,10 @@ Every entry point below takes C-contiguous, writeable, aligned arrays of
 ``spec.dtype`` (the padded input may instead be a ``numconv._padding.ZeroPadded``)
 and allocates its own result. ``numconv._polyphase`` runs the chosen family:
 it rewrites stride > 1 as stride 1 for the operations a family lists in its
-``POLYPHASE``, and hands zero-padded input unpadded to families that provide
-the optional stride-1 kernels ``forward_shifted`` and ``grad_weight_shifted``.
+``POLYPHASE`` (``PADDED_TAPS``, ``PHASEWISE``), hands zero-padded input
+unpadded to families that provide the optional stride-1 kernels
+``forward_shifted`` and ``grad_weight_shifted``, and runs a batch of short
+rows as one row where ``_joins_batch`` says so.
 """
 
 import contextlib
