@@ -150,7 +150,8 @@ def test_polyphase_weight_round_trip():
         for k in range(12):
             q, r = divmod(k, s)
             np.testing.assert_array_equal(wph[:, r::s][:, :, q], w[:, :, k])
-        np.testing.assert_array_equal(_polyphase.weight_from_phases(wph, s, w.shape[2]), w)
+        back = _polyphase.weight_from_phases(wph, s, w.shape[2])
+        np.testing.assert_array_equal(back, w)
 
 
 @pytest.mark.parametrize("pad", [(0, 0), (3, 2), (7, 0)])
@@ -192,7 +193,8 @@ def test_polyphase_is_used_only_without_structural_zeros():
 
 
 @pytest.mark.parametrize(
-    "name", ["long_row_partial_tile", "polyphase_w2v", "causal_dilated", "strided_tiles"]
+    "name",
+    ["long_row_partial_tile", "polyphase_w2v", "causal_dilated", "strided_tiles"],
 )
 def test_weight_gradient_bitwise_identical_across_thread_counts(name):
     case = CASES[name]

@@ -398,7 +398,8 @@ def test_dispatcher_picks_families_by_channels_per_group():
     # channels for the rule above: BLAS once groups have more than one channel
     # on a side and the call STRIDED_MIN_WORK multiply-adds, im2col while its
     # scratch fits.
-    assert _dispatch.choose(spec(16, 16, 1, L=256, stride=2, dilation=2), op) == "im2col"
+    op_spec = spec(16, 16, 1, L=256, stride=2, dilation=2)
+    assert _dispatch.choose(op_spec, op) == "im2col"
     assert _dispatch.choose(spec(64, 64, 32, L=256, stride=2), op) == "im2col"
     op_spec = spec(8, 8, 1, K=999, L=4096, stride=2, dilation=2)
     assert _dispatch.choose(op_spec, op) == "gemm"
