@@ -20,12 +20,12 @@ multiplied by a NaN or Inf input outside an output's receptive field would
 turn that output into NaN, against IEEE semantics; those specs run the
 family's strided kernels instead.
 
-The weight gradient is the exception: it can take any K at d = 1. Its taps
-are padded with zeros to ``ceil(K / s) * s``; the padded taps' sums, the only
-ones that multiply inputs outside the receptive field, are computed on the
-phase input (zeros past the input's end) and dropped, and every real tap
-reads exactly the inputs it reads at stride s. Wasted work: the padded taps,
-up to s - 1 of them.
+The weight gradient is the exception: it can take any K >= s at d = 1. Its
+taps are padded with zeros to ``ceil(K / s) * s``; the padded taps' sums,
+the only ones that multiply inputs outside the receptive field, are computed
+on the phase input (zeros past the input's end) and dropped, and every real
+tap reads exactly the inputs it reads at stride s. Wasted work: the padded
+taps, fewer than s (and than K).
 
 The input gradient has a form without padded taps for any K at d = 1:
 padded position ``j*s + r`` takes the taps k = q*s + r, so phase r of the
@@ -75,10 +75,13 @@ from numconv._padding import ZeroPadded
 
 def rewrites(spec, padded_taps=False):
     """True when ``spec`` has a polyphase form without structural zeros, or,
-    with ``padded_taps``, one whose padded taps are dropped (any K)."""
+    with ``padded_taps``, one whose padded taps are dropped (K >= s, so that
+    the phase input stays the size of the padded input)."""
     if spec.stride == 1 or spec.dilation != 1:
         return False
-    return padded_taps or spec.K % spec.stride == 0
+    if padded_taps:
+        return spec.K >= spec.stride
+    return spec.K % spec.stride == 0
 
 
 def applies(spec, family, op):
@@ -158,37 +161,46 @@ def _interleave(gph, stride, out):
 
 @njit(**JIT_OPTIONS)
 def _interleave_phases(flat, lengths, stride, out):
-    """out[n, c, j*s + r] = phase r's gph[n, c, j]; positions past a phase get 0.
+    """out[n, c, j*s + r] = phase r's gph[n, c, j]; other positions get 0.
 
-    flat holds the phases one after another, phase r as (N, C, lengths[r]) in
-    C order; out : (N, C, L_padded), fully overwritten.
+    flat holds phases 0 to P - 1 (P = lengths.size <= s, the phases with
+    taps) one after another, phase r as (N, C, lengths[r]) in C order; out :
+    (N, C, L_padded), fully overwritten. Positions of phases r >= P, or past
+    a phase's length, get 0.
     """
     N, C, L_padded = out.shape
-    offsets = np.zeros(stride, dtype=np.int64)
-    for r in range(1, stride):
+    P = lengths.shape[0]
+    offsets = np.zeros(P, dtype=np.int64)
+    for r in range(1, P):
         offsets[r] = offsets[r - 1] + N * C * lengths[r - 1]
     for row in prange(N * C):
         n = row // C
         orow = out[n, row - n * C]
-        for r in range(stride):
-            m = lengths[r]
-            src = flat[offsets[r] + row * m : offsets[r] + (row + 1) * m]
-            for j in range((L_padded - r + stride - 1) // stride):
-                orow[j * stride + r] = src[j] if j < m else 0
+        for p in range(L_padded):
+            j = p // stride
+            r = p - j * stride
+            value = 0.0
+            if r < P and j < lengths[r]:
+                value = flat[offsets[r] + row * lengths[r] + j]
+            orow[p] = value
 
 
 def _grad_input_by_phase(family, grad_output, weight, spec, out):
-    """``run_grad_input`` one phase at a time (see the module docstring)."""
+    """``run_grad_input`` one phase at a time (see the module docstring).
+
+    At d = 1 only phases r < K have taps: min(s, K) kernel calls, whatever
+    the stride.
+    """
     s = spec.stride
     N, _, L_out = grad_output.shape
     C_in = out.shape[1]
-    taps = [len(range(r, spec.K, s)) for r in range(s)]
-    lengths = np.array([L_out + k - 1 if k else 0 for k in taps], dtype=np.int64)
+    P = min(s, spec.K)
+    lengths = np.array(
+        [L_out + len(range(r, spec.K, s)) - 1 for r in range(P)], dtype=np.int64
+    )
     flat = np.empty(N * C_in * int(lengths.sum()), dtype=spec.dtype)
     start = 0
-    for r in range(s):
-        if taps[r] == 0:
-            continue
+    for r in range(P):
         size = N * C_in * int(lengths[r])
         gph = flat[start : start + size].reshape(N, C_in, int(lengths[r]))
         w_r = np.ascontiguousarray(weight[:, :, r::s])

@@ -824,6 +824,75 @@ def test_inputs_unchanged_and_outputs_never_alias(name):
             assert not np.shares_memory(a, c), "backward results share memory"
 
 
+# -- huge valid strides -----------------------------------------------------------------
+
+# Strides up to 2**31 - 1 are valid (here one output per row): every family
+# that takes them must do work and take memory in proportion to the data, not
+# the stride (at 2**22, scratch sized by the stride would pass 16 MiB).
+HUGE_STRIDE_LAYERS = {
+    "dense": (2, 4, 6, 20, 3, 1, 1),
+    "dilated": (2, 4, 6, 20, 3, 2, 1),
+    "depthwise": (2, 4, 4, 20, 3, 1, 4),
+    "k_above_s_phases": (2, 8, 16, 40, 9, 1, 1),
+}
+
+
+@pytest.mark.parametrize("s", [2**22, 2**31 - 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("family", ["auto", "direct", "gemm", "im2col", "tiled"])
+@pytest.mark.parametrize("name", sorted(HUGE_STRIDE_LAYERS))
+def test_huge_valid_stride(name, family, dtype, s):
+    from contextlib import nullcontext
+
+    from numconv import _dispatch
+
+    N, C_in, C_out, L, K, d, groups = HUGE_STRIDE_LAYERS[name]
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, C_in, L)).astype(dtype)
+    w = rng.standard_normal((C_out, C_in // groups, K)).astype(dtype)
+    b = rng.standard_normal(C_out).astype(dtype)
+    g = rng.standard_normal((N, C_out, 1)).astype(dtype)
+    kw = dict(stride=s, dilation=d, groups=groups)
+    args = (s, 0, 0, d, groups, "zeros")
+    expected = {
+        "forward": (reference.conv1d(x, w, b, *args),
+                    reference.conv1d(np.abs(x), np.abs(w), np.abs(b), *args)),
+        "grad_input": (reference.grad_input(g, w, L, *args),
+                       reference.grad_input(np.abs(g), np.abs(w), L, *args)),
+        "grad_weight": (reference.grad_weight(x, g, K, *args),
+                        reference.grad_weight(np.abs(x), np.abs(g), K, *args)),
+    }
+    calls = {
+        "forward": lambda: numconv.conv1d(x, w, b, **kw),
+        "grad_input": lambda: numconv.conv1d_grad_input(g, w, L, **kw),
+        "grad_weight": lambda: numconv.conv1d_grad_weight(x, g, K, **kw),
+    }
+    ran = 0
+    for op, call in calls.items():
+        context = nullcontext() if family == "auto" else _dispatch.force(family)
+        try:
+            with context:
+                # The first call may load or compile kernels, whose Python
+                # objects tracemalloc would count; the second is measured.
+                call()
+                tracemalloc.start()
+                result = call()
+                _, peak = tracemalloc.get_traced_memory()
+        except NotImplementedError:
+            continue
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 2**20, f"{op}: {peak} bytes at stride {s}"
+        ran += 1
+        ref, scale = expected[op]
+        assert_close(result, ref, scale, dtype, op)
+    if family == "auto":
+        assert ran == 3
+        grads = numconv.conv1d_backward(x, w, g, **kw)
+        assert_close(grads.input, *expected["grad_input"], dtype, "backward")
+        assert_close(grads.weight, *expected["grad_weight"], dtype, "backward")
+
+
 # -- absurd sizes ----------------------------------------------------------------------
 
 ABSURD = [

@@ -232,10 +232,14 @@ PADDED_TAP_LAYERS = {
     "k5_s2_long": (1, 1, 4, 13, 5, 2, 2, 0, 3 * 4096 + 10),
     "k3_s4": (3, 1, 2, 8, 3, 4, 0, 0, 205),
 }
+# With K < s the padded taps would outnumber the real ones (and the phase
+# input pass the padded input's size): that weight gradient keeps BLAS.
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", sorted(PADDED_TAP_LAYERS))
+@pytest.mark.parametrize(
+    "name", sorted(n for n, layer in PADDED_TAP_LAYERS.items() if layer[4] >= layer[5])
+)
 def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
     import numconv
     from numconv import _dispatch, _polyphase
@@ -290,6 +294,7 @@ def test_input_gradient_one_phase_at_a_time(name, dtype):
         dtype=np.dtype(dtype), batched=True,
     )
     assert _polyphase.runs_phasewise(spec, tiled, "grad_input")
+    assert _polyphase.applies(spec, tiled, "grad_weight") == (K >= s)
     kwargs = dict(stride=s, padding=(left, right), groups=groups)
     with _dispatch.force("tiled"):
         gx = numconv.conv1d_grad_input(g, w, L, **kwargs)

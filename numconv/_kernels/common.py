@@ -1,5 +1,7 @@
-"""Kernels shared by every algorithm family: reductions and padding folds."""
+"""Kernels shared by every algorithm family: reductions, padding folds and the
+phases of strided taps."""
 
+import numpy as np
 from numba import njit, prange
 
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
@@ -110,3 +112,23 @@ def crop_rows(padded, start, out):
         dst = out[r]
         for i in range(L):
             dst[i] = src[i]
+
+
+@njit(**SERIAL_JIT_OPTIONS)
+def tap_phases(K, stride, dilation):
+    """(phases, slot): the distinct phases (k*d) % s that the taps read, in
+    order of first use, and slot[k], tap k's index into them. At most
+    min(K, s) phases, whatever the stride."""
+    phases = np.empty(K, dtype=np.int64)
+    slot = np.empty(K, dtype=np.int64)
+    count = 0
+    for k in range(K):
+        r = (k * dilation) % stride
+        i = 0
+        while i < count and phases[i] != r:
+            i += 1
+        if i == count:
+            phases[count] = r
+            count += 1
+        slot[k] = i
+    return phases[:count], slot

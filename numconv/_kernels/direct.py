@@ -46,7 +46,12 @@ import numpy as np
 from numba import njit, prange
 
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
-from numconv._kernels.common import blocked_sum, grad_bias, strided_dot
+from numconv._kernels.common import (
+    blocked_sum,
+    grad_bias,
+    strided_dot,
+    tap_phases,
+)
 
 # The polyphase rewrite pays off here: strided reads defeat vectorisation.
 POLYPHASE = ("forward", "grad_input", "grad_weight")
@@ -397,15 +402,16 @@ def forward_shifted(x, shift, weight, bias, groups, dilation, out):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def _phase_rows(xrow, start, stride, length, ph):
-    """ph[r * length + j] = xrow[start + j*s + r], or 0 past the row's end.
+def _phase_rows(xrow, start, stride, length, phases, ph):
+    """ph[i * length + j] = xrow[start + j*s + phases[i]], or 0 past the row's end.
 
-    The phases of a row from ``start``: the stride-s reads of any tap are a
-    contiguous window of one of them.
+    Phases of a row from ``start``: the stride-s reads of a tap of phase
+    phases[i] are a contiguous window of the i-th.
     """
     L = xrow.shape[0]
-    for r in range(stride):
-        dst = ph[r * length : (r + 1) * length]
+    for i in range(phases.shape[0]):
+        dst = ph[i * length : (i + 1) * length]
+        r = phases[i]
         for j in range(length):
             p = start + j * stride + r
             dst[j] = xrow[p] if p < L else 0
@@ -416,10 +422,11 @@ def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
     """Loops for stride > 1 (see ``forward``) over the phases of each input row.
 
     Items are (sample, output channel, block of STRIDED_TILE positions). For
-    each input channel the item copies the s phases of the positions its
-    block reads (``_phase_rows``); tap k then reads phase (k*d) % s from
-    position (k*d) // s on, contiguously, so the loop over positions
-    vectorises. The taps of each output are summed in the order ci, k.
+    each input channel the item copies the phases its taps read of the
+    positions its block reads (``_phase_rows``); tap k then reads phase
+    (k*d) % s from position (k*d) // s on, contiguously, so the loop over
+    positions vectorises. The taps of each output are summed in the order ci,
+    k.
     """
     N, C_out, L_out = out.shape
     C_in_g = weight.shape[1]
@@ -427,6 +434,7 @@ def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
     C_out_g = C_out // groups
     lag = ((K - 1) * dilation) // stride
     blocks = (L_out + STRIDED_TILE - 1) // STRIDED_TILE
+    phases, slot = tap_phases(K, stride, dilation)
     for item in prange(N * C_out * blocks):
         r = item // blocks
         t0 = (item - r * blocks) * STRIDED_TILE
@@ -435,17 +443,16 @@ def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
         co = r - n * C_out
         c0 = (co // C_out_g) * C_in_g
         length = m + lag
-        ph = np.empty(stride * length, dtype=out.dtype)
+        ph = np.empty(phases.shape[0] * length, dtype=out.dtype)
         row = out[n, co, t0 : t0 + m]
         b = bias[co]
         for t in range(m):
             row[t] = b
         for ci in range(C_in_g):
-            _phase_rows(xp[n, c0 + ci], t0 * stride, stride, length, ph)
+            _phase_rows(xp[n, c0 + ci], t0 * stride, stride, length, phases, ph)
             for k in range(K):
                 wv = weight[co, ci, k]
-                tap = k * dilation
-                src = ph[(tap % stride) * length + tap // stride :]
+                src = ph[slot[k] * length + (k * dilation) // stride :]
                 for t in range(m):
                     row[t] += wv * src[t]
 
@@ -509,9 +516,10 @@ def _grad_input_strided(grad_output, weight, groups, stride, dilation, out):
 
     Items are (sample, input channel, block of STRIDED_TILE phase positions).
     Padded position j*s + r gets the taps k with (k*d) % s == r, from output
-    position j - (k*d) // s: for each phase r the item sums those windows of
-    the output-gradient rows, contiguously, into a scratch row, then writes
-    it out with stride s. Each position sums its terms in the order co, k.
+    position j - (k*d) // s: for each phase r that taps reach the item sums
+    those windows of the output-gradient rows, contiguously, into a scratch
+    row, then writes it out with stride s; the other positions of its block
+    get 0. Each position sums its terms in the order co, k.
     """
     N, C_in, L_padded = out.shape
     C_out = grad_output.shape[1]
@@ -521,6 +529,7 @@ def _grad_input_strided(grad_output, weight, groups, stride, dilation, out):
     C_out_g = C_out // groups
     L_phase = (L_padded + stride - 1) // stride
     blocks = (L_phase + STRIDED_TILE - 1) // STRIDED_TILE
+    phases, slot = tap_phases(K, stride, dilation)
     for item in prange(N * C_in * blocks):
         row_index = item // blocks
         j0 = (item - row_index * blocks) * STRIDED_TILE
@@ -530,18 +539,20 @@ def _grad_input_strided(grad_output, weight, groups, stride, dilation, out):
         group = c // C_in_g
         ci = c - group * C_in_g
         row = out[n, c]
+        for p in range(j0 * stride, min((j0 + m) * stride, L_padded)):
+            row[p] = 0
         acc = np.empty(m, dtype=out.dtype)
-        for r in range(stride):
+        for i in range(phases.shape[0]):
+            r = phases[i]
             for j in range(m):
                 acc[j] = 0
             for jj in range(C_out_g):
                 co = group * C_out_g + jj
                 grow = grad_output[n, co]
                 for k in range(K):
-                    tap = k * dilation
-                    if tap % stride != r:
+                    if slot[k] != i:
                         continue
-                    q = tap // stride
+                    q = (k * dilation) // stride
                     # Output positions t = j - q within [0, L_out).
                     lo = min(max(q - j0, 0), m)
                     hi = max(min(L_out + q - j0, m), lo)

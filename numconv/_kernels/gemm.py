@@ -21,10 +21,11 @@ that each tap's matrix has unit stride.
 Stride s > 1: tap k reads padded position t*s + k*d = (t + q)*s + r with
 r = (k*d) % s and q = (k*d) // s, that is position t + q of phase r, where
 phase r of a row holds its positions r, r + s, r + 2s, ... Each work item
-copies the phases of its block of the input into a scratch block
-(``phase_block``, C_in * s * (block + q_max) elements per item, never a copy
-of the whole input), where every tap is again a unit-stride window, of one
-phase. No tap is added, so no structural zero ever multiplies an input. The
+copies the phases its taps read (P <= min(K, s) of them, see
+``common.tap_phases``) of its block of the input into a scratch block
+(``phase_block``, C_in * P * (block + q_max) elements per item, never a copy
+of the whole input and never more for a larger stride), where every tap is
+again a unit-stride window, of one phase. No tap is added, so no structural zero ever multiplies an input. The
 input gradient gathers a block's phases in such a scratch block too: the
 first product into each phase overwrites it (beta = 0), so only the columns
 no tap reaches are zeroed, and one pass interleaves the phases into the
@@ -43,6 +44,7 @@ from numba import njit, prange
 from numconv import _blas
 from numconv._blas import NO_TRANS, TRANS, gemm
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
+from numconv._kernels.common import tap_phases
 
 # BLAS takes 32-bit integers; every dimension and leading dimension a kernel
 # passes must stay below this.
@@ -105,7 +107,7 @@ def scratch_row(length):
     """Row length (>= length) of a phase scratch block.
 
     Congruent to 8 modulo 16 elements, so the block's leading dimension
-    (stride * row elements) is never a multiple of 4 KiB: with a 4 KiB multiple
+    (P * row elements for P phases) is a multiple of 4 KiB less often: with a 4 KiB multiple
     every column of a BLAS tile falls into the same cache sets, which cost the
     input gradient about a tenth of its speed at blocks of 512 positions.
     """
@@ -113,19 +115,24 @@ def scratch_row(length):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def phase_block(xp, n, stride, t0, length, row):
-    """Phases of a block of sample n: out[0, c*s + r, j] = xp[n, c, (t0 + j)*s + r].
+def phase_block(xp, n, stride, t0, length, row, phases):
+    """The phases the taps read of a block of sample n:
+    out[0, c*P + i, j] = xp[n, c, (t0 + j)*s + phases[i]] (P = phases.size).
 
-    xp : (N, C_in, L_padded). Returns a new (1, C_in*s, row) array (row >=
-    length, see ``scratch_row``) filled for j < length; positions past L_padded
-    get 0 (no output reads them), columns from length on are never read.
+    xp : (N, C_in, L_padded); phases : from ``common.tap_phases``, so that P
+    <= min(K, s) whatever the stride. Returns a new (1, C_in*P, row) array
+    (row >= length, see ``scratch_row``) filled for j < length; positions past
+    L_padded get 0 (no output reads them), columns from length on are never
+    read.
     """
     C_in, L_padded = xp.shape[1], xp.shape[2]
-    out = np.empty((1, C_in * stride, row), dtype=xp.dtype)
+    P = phases.shape[0]
+    out = np.empty((1, C_in * P, row), dtype=xp.dtype)
     for c in range(C_in):
         xrow = xp[n, c]
-        for r in range(stride):
-            orow = out[0, c * stride + r]
+        for i in range(P):
+            r = phases[i]
+            orow = out[0, c * P + i]
             for j in range(length):
                 p = (t0 + j) * stride + r
                 orow[j] = xrow[p] if p < L_padded else 0
@@ -133,19 +140,20 @@ def phase_block(xp, n, stride, t0, length, row):
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
-def block_source(xp, n, stride, t0, length):
+def block_source(xp, n, stride, t0, length, phases):
     """Where the products of sample n's block starting at t0 read the input.
 
     Returns (src, at, phase_len): the matrices start ``at`` elements into
-    ``src``, phase r of channel c at ``at + (c*s + r) * phase_len``. At stride
-    1 that is xp itself; otherwise a new ``phase_block`` of the ``length``
-    phase positions from t0, where each tap is a unit-stride window again.
+    ``src``, the i-th phase of ``phases`` of channel c at ``at + (c*P + i) *
+    phase_len``. At stride 1 that is xp itself (P = 1); otherwise a new
+    ``phase_block`` of the ``length`` phase positions from t0, where each tap
+    is a unit-stride window again.
     """
     C_in, L_padded = xp.shape[1], xp.shape[2]
     if stride == 1:
         return xp, n * C_in * L_padded + t0, L_padded
     phase_len = scratch_row(length)
-    return phase_block(xp, n, stride, t0, length, phase_len), 0, phase_len
+    return phase_block(xp, n, stride, t0, length, phase_len, phases), 0, phase_len
 
 
 @njit(inline="always", **SERIAL_JIT_OPTIONS)
@@ -175,13 +183,15 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
     blocks = (L_out + block - 1) // block
     one = out.dtype.type(1)
     zero = out.dtype.type(0)
+    phases, slot = tap_phases(K, stride, dilation)
+    P = phases.shape[0]
     for item in prange(N * blocks):
         n = item // blocks
         t0 = (item - n * blocks) * block
         m = min(block, L_out - t0)
 
-        src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag)
-        ld = stride * phase_len
+        src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag, phases)
+        ld = P * phase_len
 
         # Each group's block of output is summed in a scratch block and then
         # copied out with the bias: its rows, ``scratch_row`` apart, never
@@ -195,8 +205,7 @@ def forward_kernel(xp, wt, bias, groups, stride, dilation, block, out):
         for g in range(groups):
             x_at = at + g * C_in_g * ld
             for k in range(K):
-                tap = k * dilation
-                shift = (tap % stride) * phase_len + tap // stride
+                shift = slot[k] * phase_len + (k * dilation) // stride
                 # acc^T (m x C_out/g) (+)= X_k^T (m x C_in/g) @ W_k^T (C_in/g x C_out/g)
                 gemm(NO_TRANS, NO_TRANS, m, C_out_g, C_in_g,
                      one, src, x_at + shift, ld,
@@ -227,6 +236,8 @@ def grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out):
     blocks = (L_phase + block - 1) // block
     one = out.dtype.type(1)
     zero = out.dtype.type(0)
+    phases, slot = tap_phases(K, stride, dilation)
+    P = phases.shape[0]
     for item in prange(N * blocks):
         n = item // blocks
         j0 = (item - n * blocks) * block
@@ -238,20 +249,20 @@ def grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out):
                 out[n, c, j0:j1] = 0
         else:
             # Phase position j of this block sits at column j - j0 of a row
-            # of padded length. Not zeroed: the first product into each phase
-            # overwrites (beta = 0) and only the columns it leaves out are zeroed.
+            # of padded length, the i-th phase of ``phases`` in row c*P + i.
+            # Not zeroed: the first product into each phase overwrites (beta =
+            # 0) and only the columns it leaves out are zeroed.
             phase_len = scratch_row(j1 - j0)
-            dst, at = np.empty((1, C_in * stride, phase_len), out.dtype), -j0
-        ld = stride * phase_len
+            dst, at = np.empty((1, C_in * P, phase_len), out.dtype), -j0
+        ld = P * phase_len
 
         for g in range(groups):
             g_at = (n * C_out + g * C_out_g) * L_out
             x_at = at + g * C_in_g * ld
-            # filled[r]: phase r of this group's rows holds data (stride > 1).
-            filled = np.zeros(stride, dtype=np.bool_)
+            # filled[i]: the i-th phase of this group's rows holds data.
+            filled = np.zeros(P, dtype=np.bool_)
             for k in range(K):
-                tap = k * dilation
-                phase, lag = tap % stride, tap // stride
+                phase, lag = slot[k], (k * dilation) // stride
                 # Output positions t whose tap k lands in [j0, j1) of its phase.
                 t0 = max(j0 - lag, 0)
                 t1 = min(j1 - lag, L_out)
@@ -262,7 +273,7 @@ def grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out):
                     filled[phase] = True
                     beta = zero
                     for c in range(g * C_in_g, (g + 1) * C_in_g):
-                        row = dst[0, c * stride + phase]
+                        row = dst[0, c * P + phase]
                         row[: t0 + lag - j0] = 0
                         row[t1 + lag - j0 : j1 - j0] = 0
                 # gX_k^T (m x C_in/g) (+)= G^T (m x C_out/g) @ W_k (C_out/g x C_in/g)
@@ -271,19 +282,23 @@ def grad_input_kernel(grad_output, wt, groups, stride, dilation, block, out):
                      wt, (k * C_out + g * C_out_g) * C_in_g, C_in_g,
                      beta, dst, x_at + phase * phase_len + lag + t0, ld)
             if stride != 1:
-                for r in range(stride):
-                    if not filled[r]:
+                for i in range(P):
+                    if not filled[i]:
                         for c in range(g * C_in_g, (g + 1) * C_in_g):
-                            dst[0, c * stride + r] = 0
+                            dst[0, c * P + i] = 0
 
         if stride != 1:
-            # Interleave: padded position (j0 + j)*s + r from column j of phase r.
+            # Interleave: padded position (j0 + j)*s + r from column j of
+            # phase r; positions of phases no tap reaches get 0.
             p0 = j0 * stride
             full = min(j1 * stride, L_padded) - p0
             for c in range(C_in):
                 orow = out[n, c, p0 : p0 + full]
-                for r in range(stride):
-                    prow = dst[0, c * stride + r]
+                if P < stride:
+                    orow[:] = 0
+                for i in range(P):
+                    r = phases[i]
+                    prow = dst[0, c * P + i]
                     for j in range((full - r + stride - 1) // stride):
                         orow[j * stride + r] = prow[j]
 
@@ -307,6 +322,8 @@ def grad_weight_kernel(xp, grad_output, groups, stride, dilation, block, chunks,
     blocks = (L_out + block - 1) // block
     units = N * blocks
     one = partial.dtype.type(1)
+    phases, slot = tap_phases(K, stride, dilation)
+    P = phases.shape[0]
     for j in prange(chunks):
         acc = partial[j]
         acc[:] = 0
@@ -316,15 +333,15 @@ def grad_weight_kernel(xp, grad_output, groups, stride, dilation, block, chunks,
             n = u // blocks
             t0 = (u - n * blocks) * block
             m = min(block, L_out - t0)
-            src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag)
-            ld = stride * phase_len
+            src, at, phase_len = block_source(xp, n, stride, t0, m + max_lag,
+                                              phases)
+            ld = P * phase_len
 
             for g in range(groups):
                 g_at = (n * C_out + g * C_out_g) * L_out + t0
                 x_at = at + g * C_in_g * ld
                 for k in range(K):
-                    tap = k * dilation
-                    shift = (tap % stride) * phase_len + tap // stride
+                    shift = slot[k] * phase_len + (k * dilation) // stride
                     # gW_k^T (C_in/g x C_out/g) += X_k (C_in/g x m) @ G^T (m x C_out/g)
                     gemm(TRANS, NO_TRANS, C_in_g, C_out_g, m,
                          one, src, x_at + shift, ld,
