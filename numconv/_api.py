@@ -47,6 +47,8 @@ def _read_bias(bias, C_out):
             f"True/False flag belongs to conv1d_backward"
         )
     bias = as_array("bias", bias)
+    # The dtype first: a string is not a bias of the wrong shape.
+    result_dtype(("bias", bias))
     if bias.shape != (C_out,):
         raise ValueError(
             f"bias must have shape (C_out,) = ({C_out},) to match weight, got {bias.shape}"

@@ -51,6 +51,7 @@ BAD = [
      ValueError, ["circular", "padding", "L=3"]),
     ("bias_shape", conv(bias=np.ones(5)), ValueError, ["bias", "(6,)"]),
     ("bias_flag", conv(bias=True), TypeError, ["bias", "True", "None"]),
+    ("bias_string", conv(bias="abc"), TypeError, ["bias", "dtype", "float32"]),
     ("complex", conv(x=np.ones((2, 4, 10), complex)), TypeError, ["x", "complex"]),
     ("float16", conv(weight=np.ones((6, 2, 3), np.float16)), TypeError,
      ["weight", "float16"]),
