@@ -176,13 +176,14 @@ def _interleave_phases(flat, lengths, stride, out):
     for row in prange(N * C):
         n = row // C
         orow = out[n, row - n * C]
-        for p in range(L_padded):
-            j = p // stride
-            r = p - j * stride
-            value = 0.0
-            if r < P and j < lengths[r]:
-                value = flat[offsets[r] + row * lengths[r] + j]
-            orow[p] = value
+        if P < stride:
+            for p in range(L_padded):
+                orow[p] = 0
+        for r in range(P):
+            m = lengths[r]
+            src = flat[offsets[r] + row * m : offsets[r] + (row + 1) * m]
+            for j in range((L_padded - r + stride - 1) // stride):
+                orow[j * stride + r] = src[j] if j < m else 0
 
 
 def _grad_input_by_phase(family, grad_output, weight, spec, out):

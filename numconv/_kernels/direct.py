@@ -539,8 +539,9 @@ def _grad_input_strided(grad_output, weight, groups, stride, dilation, out):
         group = c // C_in_g
         ci = c - group * C_in_g
         row = out[n, c]
-        for p in range(j0 * stride, min((j0 + m) * stride, L_padded)):
-            row[p] = 0
+        if phases.shape[0] < stride:
+            for p in range(j0 * stride, min((j0 + m) * stride, L_padded)):
+                row[p] = 0
         acc = np.empty(m, dtype=out.dtype)
         for i in range(phases.shape[0]):
             r = phases[i]
