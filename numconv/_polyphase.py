@@ -27,7 +27,9 @@ on the phase input (zeros past the input's end) and dropped, and every real
 tap reads exactly the inputs it reads at stride s. Wasted work: the padded
 taps, fewer than s (and than K).
 
-The input gradient has a form without padded taps for any K at d = 1:
+The input gradient has a form without padded taps for any K at d = 1,
+used where the phase form does not apply and, by families that say so, for
+groups of many input channels:
 padded position ``j*s + r`` takes the taps k = q*s + r, so phase r of the
 input gradient is the stride-1 input gradient of the sub-kernel
 ``weight[:, :, r::s]`` (ceil((K - r) / s) taps), one call per phase, whose
@@ -64,6 +66,7 @@ cropping copy follows.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -92,13 +95,15 @@ def applies(spec, family, op):
 
 
 def runs_phasewise(spec, family, op):
-    """True when ``family`` runs ``op`` of ``spec`` one phase at a time."""
-    return (
-        op in getattr(family, "PHASEWISE", ())
-        and spec.stride > 1
-        and spec.dilation == 1
-        and not applies(spec, family, op)
-    )
+    """True when ``family`` runs ``op`` of ``spec`` one phase at a time: where
+    the phase form does not apply, or where groups have at least the family's
+    ``PHASEWISE_MIN_CHANNELS`` input channels."""
+    if op not in getattr(family, "PHASEWISE", ()):
+        return False
+    if spec.stride == 1 or spec.dilation != 1:
+        return False
+    wide = spec.C_in_per_group >= getattr(family, "PHASEWISE_MIN_CHANNELS", math.inf)
+    return wide or not applies(spec, family, op)
 
 
 def phase_taps(spec):
@@ -337,14 +342,14 @@ def run_forward(family, xp, weight, bias, spec, out):
 
 def run_grad_input(family, grad_output, weight, spec, out):
     """Fill out (N, C_in, L_padded) with the gradient w.r.t. the padded input."""
-    if applies(spec, family, "grad_input"):
+    if runs_phasewise(spec, family, "grad_input"):
+        _grad_input_by_phase(family, grad_output, weight, spec, out)
+    elif applies(spec, family, "grad_input"):
         pspec = phase_spec(spec)
         gph = np.empty((grad_output.shape[0], pspec.C_in, pspec.L), dtype=spec.dtype)
         wph = phase_weight(weight, spec.stride)
         family.grad_input(grad_output, wph, spec.groups, 1, 1, gph)
         _interleave(gph, spec.stride, out)
-    elif runs_phasewise(spec, family, "grad_input"):
-        _grad_input_by_phase(family, grad_output, weight, spec, out)
     else:
         family.grad_input(
             grad_output, weight, spec.groups, spec.stride, spec.dilation, out
@@ -373,6 +378,7 @@ def fuses_backward(family, spec):
     form from one pass over grad_output (``run_backward``)."""
     return (
         applies(spec, family, "grad_input")
+        and not runs_phasewise(spec, family, "grad_input")
         and applies(spec, family, "grad_weight")
         and hasattr(family, "backward_shifted")
         and family.fuses_backward(phase_spec(spec))

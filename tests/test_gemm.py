@@ -334,6 +334,15 @@ def test_dispatcher_picks_families_by_channels_per_group():
     assert _dispatch.choose(spec(64, 64, 1, stride=2), op) == "gemm"
     assert _dispatch.choose(spec(16, 64, 1, stride=2), op) == "direct"
     assert _dispatch.choose(spec(64, 64, 1, L=4096, stride=2, dilation=2), op) == "gemm"
+    # With a polyphase form too, once groups have PHASEWISE_MIN_CHANNELS input
+    # channels; fewer keep the phase form.
+    from numconv import _polyphase
+
+    wide_k4 = spec(64, 64, 1, K=4, L=4096, stride=2)
+    assert _dispatch.choose(wide_k4, op) == "tiled"
+    assert _polyphase.runs_phasewise(wide_k4, tiled, op)
+    narrow_k4 = spec(16, 64, 1, K=4, L=4096, stride=2)
+    assert not _polyphase.runs_phasewise(narrow_k4, tiled, op)
     # With a polyphase form and too few channels for BLAS: the tiled products
     # on the phases once they have PHASE_MIN_ROWS rows.
     op = "grad_input"

@@ -231,6 +231,9 @@ PADDED_TAP_LAYERS = {
     "k7_s3_groups": (2, 2, 3, 8, 7, 3, 2, 0, 301),
     "k5_s2_long": (1, 1, 4, 13, 5, 2, 2, 0, 3 * 4096 + 10),
     "k3_s4": (3, 1, 2, 8, 3, 4, 0, 0, 205),
+    # K a multiple of the stride, but groups wide enough for one phase at a
+    # time (tiled.PHASEWISE_MIN_CHANNELS).
+    "k4_s2_wide_groups": (2, 2, 32, 3, 4, 2, 1, 0, 203),
 }
 # With K < s the padded taps would outnumber the real ones (and the phase
 # input pass the padded input's size): that weight gradient keeps BLAS.
@@ -238,7 +241,9 @@ PADDED_TAP_LAYERS = {
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
-    "name", sorted(n for n, layer in PADDED_TAP_LAYERS.items() if layer[4] >= layer[5])
+    "name",
+    sorted(n for n, (*_, K, s, _l, _r, _L) in PADDED_TAP_LAYERS.items()
+           if K >= s and K % s),
 )
 def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
     import numconv
@@ -295,6 +300,7 @@ def test_input_gradient_one_phase_at_a_time(name, dtype):
     )
     assert _polyphase.runs_phasewise(spec, tiled, "grad_input")
     assert _polyphase.applies(spec, tiled, "grad_weight") == (K >= s)
+    assert not _polyphase.fuses_backward(tiled, spec)
     kwargs = dict(stride=s, padding=(left, right), groups=groups)
     with _dispatch.force("tiled"):
         gx = numconv.conv1d_grad_input(g, w, L, **kwargs)

@@ -132,6 +132,17 @@ NARROW_VECTORS = VECTORS // 2
 POLYPHASE = ("grad_weight", "grad_input")
 PADDED_TAPS = ("grad_weight",)
 PHASEWISE = ("grad_input",)
+# One phase at a time also where the phase form applies, once groups have this
+# many input channels (AMD Zen 5, float32, through conv1d_grad_input,
+# interleaved, medians of 7, ms, gemm / phase form / one phase at a time;
+# (N, C_in, C_out, L, K, stride)): (16, 64, 64, 2048, 4, 2) 3.43 / 3.62 /
+# 2.05, (16, 128, 128, 2048, 4, 2) 11.0 / 9.39 / 5.84, (16, 32, 32, 2048, 4,
+# 2) 1.12 / 1.59 / 0.82, (8, 32, 64, 4096, 6, 3) 1.97 / 1.85 / 1.05, (8, 256,
+# 256, 2048, 2, 2) 10.4 / 9.23 / 6.62, (8, 512, 512, 1024, 4, 4) 22.2 / 20.2
+# / 15.2, (8, 64, 512, 4000, 10, 5) 22.7 / 13.3 / 11.2. With fewer the phase
+# form's s times more rows pay: (8, 16, 512, 16000, 10, 5) phase form 11.8 /
+# one at a time 14.2, (8, 8, 256, 8000, 6, 3) 1.90 / 2.10.
+PHASEWISE_MIN_CHANNELS = 32
 
 # Rows of x that lie a multiple of this many bytes apart fall into a few of
 # L1's sets, so a panel read in place does not stay in L1 while the row tiles
