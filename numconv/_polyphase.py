@@ -27,20 +27,21 @@ on the phase input (zeros past the input's end) and dropped, and every real
 tap reads exactly the inputs it reads at stride s. Wasted work: the padded
 taps, fewer than s (and than K).
 
-The input gradient has a form without padded taps for any K at d = 1,
-used where the phase form does not apply and, by families that say so, for
-groups of many input channels:
+The input gradient has a form without padded taps for any K at d = 1:
 padded position ``j*s + r`` takes the taps k = q*s + r, so phase r of the
 input gradient is the stride-1 input gradient of the sub-kernel
 ``weight[:, :, r::s]`` (ceil((K - r) / s) taps), one call per phase, whose
-results are interleaved into the padded positions.
+results are interleaved into the padded positions. It runs where the phase
+form does not apply and, for families that say so, for groups of many input
+channels.
 
 A family opts in with a module attribute ``POLYPHASE``, the tuple of
 operations ("forward", "grad_input", "grad_weight") it runs in the phase form,
 with ``PADDED_TAPS``, those of them it also runs with padded taps, and with
 ``PHASEWISE``, the operations it runs one phase at a time where the phase
-form does not apply; its kernels then see stride 1 for every spec a rewrite
-applies to.
+form does not apply (and, with ``PHASEWISE_MIN_CHANNELS``, from that many
+input channels per group on); its kernels then see stride 1 for every spec
+a rewrite applies to.
 
 Joined batch
 ------------
