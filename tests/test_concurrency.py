@@ -267,7 +267,9 @@ def work_by_thread(family):
         numconv.conv1d(x, w, **kwargs)
         time.sleep(0.3)  # let workers of earlier calls go idle
         before = thread_ticks()
-        for _ in range(3):
+        # Enough calls for well over 10 ticks (10 ms each) of one thread's work
+        # on a fast core: three took exactly 10 on a Zen 5.
+        for _ in range(8):
             y = numconv.conv1d(x, w, **kwargs)
             numconv.conv1d_grad_input(y, w, x.shape[-1], **kwargs)
             numconv.conv1d_grad_weight(x, y, w.shape[-1], **kwargs)
