@@ -458,10 +458,11 @@ def _depthwise_family(spec, op):
 
 def _grad_weight_family(spec):
     c_in, c_out = spec.C_in_per_group, spec.C_out_per_group
-    taps = _polyphase.phase_taps(spec) * spec.stride
+    phase_k = _polyphase.phase_taps(spec)
+    padded = phase_k * spec.stride - spec.K
     phases = (_polyphase.applies(spec, tiled, "grad_weight")
-              and taps // spec.stride >= PHASE_DOTS_MIN_K
-              and (taps - spec.K) * PHASE_PADDED_SHARE <= taps)
+              and phase_k >= PHASE_DOTS_MIN_K
+              and padded * PHASE_PADDED_SHARE <= phase_k * spec.stride)
     long_enough = (spec.L_out >= DOTS_MIN_LENGTH
                    or spec.N * spec.L_out >= DOTS_MIN_POSITIONS)
     dots = c_out >= DOTS_MIN_ROWS and long_enough

@@ -205,7 +205,7 @@ def _grad_input_by_phase(family, grad_output, weight, spec, out):
     lengths = np.array(
         [L_out + len(range(r, spec.K, s)) - 1 for r in range(P)], dtype=np.int64
     )
-    flat = np.empty(N * C_in * int(lengths.sum()), dtype=spec.dtype)
+    flat = _memory.empty(N * C_in * int(lengths.sum()), dtype=spec.dtype)
     start = 0
     for r in range(P):
         size = N * C_in * int(lengths[r])

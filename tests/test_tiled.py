@@ -239,31 +239,39 @@ PADDED_TAP_LAYERS = {
 # input pass the padded input's size): that weight gradient keeps BLAS.
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "name",
-    sorted(n for n, (*_, K, s, _l, _r, _L) in PADDED_TAP_LAYERS.items()
-           if K >= s and K % s),
-)
-def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
-    import numconv
-    from numconv import _dispatch, _polyphase
+def _padded_tap_layer(name, dtype, seed):
+    """(x, w, g, spec) of PADDED_TAP_LAYERS[name], zero padding, d = 1."""
     from numconv._spec import build_spec
 
     N, groups, C_in_g, C_out_g, K, s, left, right, L = PADDED_TAP_LAYERS[name]
-    layer = (N, groups, C_in_g, C_out_g, K, 1, s, left, right, L, dtype, 3)
+    layer = (N, groups, C_in_g, C_out_g, K, 1, s, left, right, L, dtype, seed)
     x, w, _, g = _arrays(layer)
     spec = build_spec(
         N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=s,
         padding=(left, right), dilation=1, groups=groups, padding_mode="zeros",
         dtype=np.dtype(dtype), batched=True,
     )
+    return x, w, g, spec
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "name",
+    sorted(name for name, layer in PADDED_TAP_LAYERS.items()
+           if layer[4] >= layer[5] and layer[4] % layer[5]),
+)
+def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
+    import numconv
+    from numconv import _dispatch, _polyphase
+
+    x, w, g, spec = _padded_tap_layer(name, dtype, seed=3)
+    _, groups, _, _, K, s, left, right, L = PADDED_TAP_LAYERS[name]
     assert spec.K % s != 0
     assert _polyphase.applies(spec, tiled, "grad_weight")
     assert not _polyphase.applies(spec, tiled, "grad_input")
     # Padded positions up to (L_out - 1) * s + K - 1 are read; the rest of x
     # is not, and gets NaN.
-    unread = left + L + right - ((spec.L_out - 1) * s + K) - right
+    unread = left + L - ((spec.L_out - 1) * s + K)
     assert unread > 0
     x[:, :, L - unread:] = np.nan
     with _dispatch.force("tiled"):
@@ -285,19 +293,12 @@ def test_weight_gradient_on_phases_with_padded_taps(name, dtype):
 def test_input_gradient_one_phase_at_a_time(name, dtype):
     import numconv
     from numconv import _dispatch, _polyphase
-    from numconv._spec import build_spec
 
     # The same layers: each phase its own sub-kernel, a phase without taps
     # (K = 3 < stride = 4) all zeros, and NaN in grad_output reaching exactly
     # the inputs its output reads.
-    N, groups, C_in_g, C_out_g, K, s, left, right, L = PADDED_TAP_LAYERS[name]
-    layer = (N, groups, C_in_g, C_out_g, K, 1, s, left, right, L, dtype, 5)
-    x, w, _, g = _arrays(layer)
-    spec = build_spec(
-        N=N, C_in=groups * C_in_g, L=L, weight_shape=w.shape, stride=s,
-        padding=(left, right), dilation=1, groups=groups, padding_mode="zeros",
-        dtype=np.dtype(dtype), batched=True,
-    )
+    x, w, g, spec = _padded_tap_layer(name, dtype, seed=5)
+    _, groups, C_in_g, _, K, s, left, right, L = PADDED_TAP_LAYERS[name]
     assert _polyphase.runs_phasewise(spec, tiled, "grad_input")
     assert _polyphase.applies(spec, tiled, "grad_weight") == (K >= s)
     assert not _polyphase.fuses_backward(tiled, spec)

@@ -132,3 +132,20 @@ def tap_phases(K, stride, dilation):
             count += 1
         slot[k] = i
     return phases[:count], slot
+
+
+@njit(inline="always", **SERIAL_JIT_OPTIONS)
+def phase_rows(xrow, start, stride, length, phases, out, width):
+    """out[i*width + j] = xrow[start + j*s + phases[i]] for j < length, or 0
+    past the row's end.
+
+    The phases (from ``tap_phases``) of a row from ``start``: the stride-s
+    reads of a tap of phase phases[i] are a contiguous window of row i.
+    """
+    L = xrow.shape[0]
+    for i in range(phases.shape[0]):
+        dst = out[i * width : i * width + length]
+        r = phases[i]
+        for j in range(length):
+            p = start + j * stride + r
+            dst[j] = xrow[p] if p < L else 0

@@ -49,6 +49,7 @@ from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
 from numconv._kernels.common import (
     blocked_sum,
     grad_bias,
+    phase_rows,
     strided_dot,
     tap_phases,
 )
@@ -70,8 +71,8 @@ SCRATCH_ELEMENTS = 128 * 1024
 CO_CHUNK = 64
 
 # Output positions (input-gradient phase positions) per item of the strided
-# loops: their scratch phases, stride * (STRIDED_TILE + lag) elements, stay
-# in L1/L2.
+# loops: their scratch phases, P * (STRIDED_TILE + lag) elements for the P <=
+# min(K, s) phases the taps read, stay in L1/L2.
 STRIDED_TILE = 2048
 
 # An item with 2 to FEW_ROWS output channels takes its taps outermost:
@@ -401,29 +402,13 @@ def forward_shifted(x, shift, weight, bias, groups, dilation, out):
                           L_out, C_in_g, K, C_out_g, T, nblocks, nco, chunk)
 
 
-@njit(inline="always", **SERIAL_JIT_OPTIONS)
-def _phase_rows(xrow, start, stride, length, phases, ph):
-    """ph[i * length + j] = xrow[start + j*s + phases[i]], or 0 past the row's end.
-
-    Phases of a row from ``start``: the stride-s reads of a tap of phase
-    phases[i] are a contiguous window of the i-th.
-    """
-    L = xrow.shape[0]
-    for i in range(phases.shape[0]):
-        dst = ph[i * length : (i + 1) * length]
-        r = phases[i]
-        for j in range(length):
-            p = start + j * stride + r
-            dst[j] = xrow[p] if p < L else 0
-
-
 @njit(**JIT_OPTIONS)
 def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
     """Loops for stride > 1 (see ``forward``) over the phases of each input row.
 
     Items are (sample, output channel, block of STRIDED_TILE positions). For
     each input channel the item copies the phases its taps read of the
-    positions its block reads (``_phase_rows``); tap k then reads phase
+    positions its block reads (``common.phase_rows``); tap k then reads phase
     (k*d) % s from position (k*d) // s on, contiguously, so the loop over
     positions vectorises. The taps of each output are summed in the order ci,
     k.
@@ -449,7 +434,7 @@ def _forward_strided(xp, weight, bias, groups, stride, dilation, out):
         for t in range(m):
             row[t] = b
         for ci in range(C_in_g):
-            _phase_rows(xp[n, c0 + ci], t0 * stride, stride, length, phases, ph)
+            phase_rows(xp[n, c0 + ci], t0 * stride, stride, length, phases, ph, length)
             for k in range(K):
                 wv = weight[co, ci, k]
                 src = ph[slot[k] * length + (k * dilation) // stride :]

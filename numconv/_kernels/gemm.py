@@ -25,7 +25,8 @@ copies the phases its taps read (P <= min(K, s) of them, see
 ``common.tap_phases``) of its block of the input into a scratch block
 (``phase_block``, C_in * P * (block + q_max) elements per item, never a copy
 of the whole input and never more for a larger stride), where every tap is
-again a unit-stride window, of one phase. No tap is added, so no structural zero ever multiplies an input. The
+again a unit-stride window, of one phase. No tap is added, so no structural
+zero ever multiplies an input. The
 input gradient gathers a block's phases in such a scratch block too: the
 first product into each phase overwrites it (beta = 0), so only the columns
 no tap reaches are zeroed, and one pass interleaves the phases into the
@@ -44,7 +45,7 @@ from numba import njit, prange
 from numconv import _blas
 from numconv._blas import NO_TRANS, TRANS, gemm
 from numconv._config import JIT_OPTIONS, SERIAL_JIT_OPTIONS
-from numconv._kernels.common import tap_phases
+from numconv._kernels.common import phase_rows, tap_phases
 
 # BLAS takes 32-bit integers; every dimension and leading dimension a kernel
 # passes must stay below this.
@@ -107,9 +108,10 @@ def scratch_row(length):
     """Row length (>= length) of a phase scratch block.
 
     Congruent to 8 modulo 16 elements, so the block's leading dimension
-    (P * row elements for P phases) is a multiple of 4 KiB less often: with a 4 KiB multiple
-    every column of a BLAS tile falls into the same cache sets, which cost the
-    input gradient about a tenth of its speed at blocks of 512 positions.
+    (P * row elements for P phases) is a multiple of 4 KiB less often: with a
+    4 KiB multiple every column of a BLAS tile falls into the same cache sets,
+    which cost the input gradient about a tenth of its speed at blocks of 512
+    positions.
     """
     return (length // 16 + 1) * 16 + 8
 
@@ -125,17 +127,13 @@ def phase_block(xp, n, stride, t0, length, row, phases):
     L_padded get 0 (no output reads them), columns from length on are never
     read.
     """
-    C_in, L_padded = xp.shape[1], xp.shape[2]
+    C_in = xp.shape[1]
     P = phases.shape[0]
     out = np.empty((1, C_in * P, row), dtype=xp.dtype)
+    flat = out.reshape(C_in * P * row)
     for c in range(C_in):
-        xrow = xp[n, c]
-        for i in range(P):
-            r = phases[i]
-            orow = out[0, c * P + i]
-            for j in range(length):
-                p = (t0 + j) * stride + r
-                orow[j] = xrow[p] if p < L_padded else 0
+        phase_rows(xp[n, c], t0 * stride, stride, length, phases,
+                   flat[c * P * row :], row)
     return out
 
 

@@ -1283,8 +1283,9 @@ def _depthwise(weight, groups):
 def supports(spec, op):
     """Specs with at least one input and output channel per group.
 
-    Both gradients at stride > 1 are ``gemm``'s, with its limits, except at
-    d = 1, where they run in the phase forms (see ``POLYPHASE``).
+    Both gradients at stride > 1 are ``gemm``'s, with its limits, except
+    where a phase form takes them (d = 1, see ``POLYPHASE``, ``PADDED_TAPS``
+    and ``PHASEWISE``).
     """
     if spec.C_in_per_group * spec.K == 0 or spec.C_out_per_group == 0:
         return False
